@@ -1,0 +1,391 @@
+//! Client requests: one frame in, replies and broadcasts queued out.
+//!
+//! [`Hub::handle_frame`] decodes a frame, checks that its type is enabled on the
+//! endpoint, and calls the handler for it. Every handler returns the typed reply (or
+//! `None` for a plain `ack`); errors become `error` messages carrying the request's
+//! `id`. Nothing here closes the connection except `leave` without a room.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use switchboard_protocol::{
+    ClientMessage, CloseCode, ErrorCode, Map, Request, RequestId, ServerMessage, decode_client,
+};
+
+use crate::clock::now_ms;
+use crate::connection::Connection;
+use crate::error::{HubError, HubResult};
+use crate::events::{HubEvent, RtKind};
+use crate::frame::{Payload, SharedFrame};
+use crate::hooks::{Decision, HookSet};
+use crate::hub::Hub;
+use crate::room::MemberEntry;
+
+/// Default and largest page for `presence` and `history`.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// What a handler answers.
+enum Outcome {
+    /// This typed reply (carrying the request's id).
+    Reply(ServerMessage),
+    /// An `ack` when the request had an id, with the room and offset when known.
+    Ack { room: Option<String>, offset: Option<u64> },
+    /// The handler already queued its reply.
+    Replied,
+}
+
+type Reply = HubResult<Outcome>;
+
+fn ack() -> Reply {
+    Ok(Outcome::Ack {
+        room: None,
+        offset: None,
+    })
+}
+
+impl Hub {
+    /// Handles one protocol-mode frame from `conn`.
+    pub async fn handle_frame(&self, conn: &Arc<Connection>, frame: &[u8]) {
+        let req = match decode_client(frame, conn.encoding()) {
+            Ok(req) => req,
+            Err(e) => {
+                self.reply_error(conn, e.id, HubError::new(e.code, e.message)).await;
+                return;
+            }
+        };
+        self.handle_request(conn, req).await;
+    }
+
+    /// Handles one decoded request from `conn`.
+    pub async fn handle_request(&self, conn: &Arc<Connection>, req: Request) {
+        let Request { id, msg } = req;
+        if !conn.endpoint().events.allows(msg.type_name()) {
+            let err = HubError::forbidden(format!(
+                "`{}` is not enabled on this endpoint",
+                msg.type_name()
+            ));
+            self.reply_error(conn, id, err).await;
+            return;
+        }
+        // `leave` without a room ends the connection: ack first, then close 1000.
+        if let ClientMessage::Leave { room: None } = &msg {
+            for room in conn.rooms() {
+                let _ = self.leave_room(conn, &room).await;
+            }
+            if id.is_some() {
+                conn.send(Payload::msg(ServerMessage::ack(id)));
+            }
+            conn.queue().close(CloseCode::NORMAL.0, "leave");
+            return;
+        }
+        let result = match msg {
+            ClientMessage::Ping { client_time } => self.on_ping(conn, id.clone(), client_time).await,
+            ClientMessage::Join {
+                room,
+                code,
+                since,
+                meta,
+            } => self
+                .join_room(conn, id.clone(), &room, code.as_deref(), since.as_ref(), meta, false)
+                .await
+                // `joined` is queued by join_room itself, under the room lock.
+                .map(|()| Outcome::Replied),
+            ClientMessage::Leave { room: Some(room) } => self
+                .leave_room(conn, &room)
+                .await
+                .map(|()| Outcome::Reply(ServerMessage::Left { id: id.clone(), room })),
+            ClientMessage::Leave { room: None } => ack(),
+            ClientMessage::Publish {
+                room,
+                data,
+                exclude_self,
+            } => {
+                self.on_publish(conn, &room, data, exclude_self.unwrap_or(false))
+                    .await
+            }
+            ClientMessage::Direct { to, data } => self.on_direct(conn, &to, data).await,
+            ClientMessage::Presence {
+                room,
+                cursor,
+                limit,
+            } => self.on_presence(conn, id.clone(), &room, cursor, limit),
+            ClientMessage::History { room, since, limit } => {
+                self.on_history(conn, id.clone(), &room, since, limit)
+            }
+            ClientMessage::SetMeta { meta } => self.on_set_meta(conn, meta),
+            ClientMessage::Param {
+                room,
+                param,
+                value,
+                at,
+            } => self.on_param(conn, &room, param, value, at),
+            ClientMessage::Trigger {
+                room,
+                name,
+                data,
+                at,
+            } => self.on_trigger(conn, &room, name, data, at),
+            ClientMessage::Sync { room } => self.on_sync(conn, id.clone(), &room),
+            ClientMessage::GetConnectionId => Ok(Outcome::Reply(ServerMessage::ConnectionId {
+                id: id.clone(),
+                connection_id: conn.id().to_owned(),
+            })),
+        };
+        match result {
+            Ok(Outcome::Ack { room, offset }) => {
+                if id.is_some() {
+                    conn.send(Payload::msg(ServerMessage::Ack { id, room, offset }));
+                }
+            }
+            Ok(Outcome::Reply(reply)) => {
+                conn.send(Payload::msg(reply));
+            }
+            Ok(Outcome::Replied) => {}
+            Err(e) => self.reply_error(conn, id, e).await,
+        }
+    }
+
+    async fn reply_error(&self, conn: &Arc<Connection>, id: Option<RequestId>, e: HubError) {
+        if let Some(h) = self.hook(HookSet::ERROR) {
+            h.on_error(conn, e.code, &e.message).await;
+        }
+        conn.send(Payload::msg(ServerMessage::error(id, e.code, e.message)));
+    }
+
+    async fn on_ping(&self, conn: &Arc<Connection>, id: Option<RequestId>, client_time: Option<i64>) -> Reply {
+        if let Some(h) = self.hook(HookSet::PING) {
+            h.on_ping(conn).await;
+        }
+        Ok(Outcome::Reply(ServerMessage::Pong {
+            id,
+            client_time,
+            server_time: now_ms(),
+            rtt_ms: conn.rtt_ms(),
+        }))
+    }
+
+    async fn on_publish(
+        &self,
+        conn: &Arc<Connection>,
+        room_id: &str,
+        mut data: Value,
+        exclude_self: bool,
+    ) -> Reply {
+        let room = self.member_room(conn, room_id)?;
+        if let Some(h) = self.hook(HookSet::MESSAGE) {
+            match h.on_message(conn, room_id, &data).await {
+                Decision::Allow => {}
+                Decision::Rewrite(new) => data = new,
+                Decision::Reject { code, message } => return Err(HubError::new(code, message)),
+            }
+        }
+        let event_data = self.inner.events.wanted().then(|| data.clone());
+        let me = conn.id();
+        let offset = self
+            .deliver(&room, data, conn.client_id(), Some(me), |cid| exclude_self && cid == me)
+            .await?;
+        if let Some(data) = event_data {
+            self.inner.events.emit(HubEvent::Message {
+                connection_id: me.to_owned(),
+                room: room_id.to_owned(),
+                offset,
+                data,
+            });
+        }
+        Ok(Outcome::Ack {
+            room: Some(room_id.to_owned()),
+            offset: Some(offset),
+        })
+    }
+
+    async fn on_direct(&self, conn: &Arc<Connection>, to: &str, mut data: Value) -> Reply {
+        let targets = match self.connection(to) {
+            Some(c) => vec![c],
+            None => self.client_connections(to),
+        };
+        if targets.is_empty() {
+            return Err(HubError::not_found(format!("no client or connection `{to}`")));
+        }
+        if let Some(h) = self.hook(HookSet::DIRECT) {
+            match h.on_direct(conn, to, &data).await {
+                Decision::Allow => {}
+                Decision::Rewrite(new) => data = new,
+                Decision::Reject { code, message } => return Err(HubError::new(code, message)),
+            }
+        }
+        if self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Direct {
+                connection_id: conn.id().to_owned(),
+                to: to.to_owned(),
+                data: data.clone(),
+            });
+        }
+        let frame = Payload::Msg(SharedFrame::new(ServerMessage::Direct {
+            from: conn.client_id().to_owned(),
+            connection_id: Some(conn.id().to_owned()),
+            data,
+            ts: now_ms(),
+        }));
+        for t in targets {
+            t.send(frame.clone());
+        }
+        ack()
+    }
+
+    fn on_presence(
+        &self,
+        conn: &Connection,
+        id: Option<RequestId>,
+        room_id: &str,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> Reply {
+        let room = self.member_room(conn, room_id)?;
+        let limit = page_limit(limit)?;
+        let st = room.lock();
+        let start = match &cursor {
+            Some(c) => std::ops::Bound::Excluded(c.as_str()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut page: Vec<&MemberEntry> = st
+            .members
+            .range::<str, _>((start, std::ops::Bound::Unbounded))
+            .map(|(_, m)| m)
+            .take(limit + 1)
+            .collect();
+        let next_cursor = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|m| m.conn.id().to_owned())
+        } else {
+            None
+        };
+        Ok(Outcome::Reply(ServerMessage::Presence {
+            id,
+            room: room_id.to_owned(),
+            count: st.members.len(),
+            members: page.into_iter().map(MemberEntry::member).collect(),
+            next_cursor,
+        }))
+    }
+
+    fn on_history(
+        &self,
+        conn: &Connection,
+        id: Option<RequestId>,
+        room_id: &str,
+        since: Option<u64>,
+        limit: Option<u32>,
+    ) -> Reply {
+        let room = self.member_room(conn, room_id)?;
+        let limit = page_limit(limit)?;
+        let st = room.lock();
+        let messages = match since {
+            Some(s) => st.since(s, limit),
+            None => st.latest(limit),
+        };
+        Ok(Outcome::Reply(ServerMessage::History {
+            id,
+            room: room_id.to_owned(),
+            epoch: st.epoch.clone(),
+            offset: st.offset,
+            messages,
+        }))
+    }
+
+    fn on_set_meta(&self, conn: &Connection, meta: Map) -> Reply {
+        conn.set_meta(meta);
+        ack()
+    }
+
+    fn on_param(&self, conn: &Connection, room_id: &str, param: String, value: f64, at: Option<i64>) -> Reply {
+        let room = self.member_room(conn, room_id)?;
+        {
+            let mut st = room.lock();
+            let p = st.param_mut(&param).ok_or_else(|| {
+                HubError::not_found(format!("room `{room_id}` has no parameter `{param}`"))
+            })?;
+            if !value.is_finite() || value < p.min || value > p.max {
+                return Err(HubError::bad_request(format!(
+                    "`{param}` must be within [{}, {}], got {value}",
+                    p.min, p.max
+                )));
+            }
+            p.value = value;
+        }
+        self.room_event(
+            &room,
+            ServerMessage::Update {
+                room: room_id.to_owned(),
+                param: param.clone(),
+                value,
+                at,
+                from: conn.client_id().to_owned(),
+            },
+        );
+        self.emit_rt(RtKind::Param, room_id, &param, value, at);
+        if self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Param {
+                connection_id: conn.id().to_owned(),
+                room: room_id.to_owned(),
+                param,
+                value,
+                at,
+            });
+        }
+        ack()
+    }
+
+    fn on_trigger(
+        &self,
+        conn: &Connection,
+        room_id: &str,
+        name: String,
+        data: Option<Value>,
+        at: Option<i64>,
+    ) -> Reply {
+        let room = self.member_room(conn, room_id)?;
+        let ts = now_ms();
+        let at = at.unwrap_or(ts);
+        let data = data.unwrap_or(Value::Null);
+        if self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Trigger {
+                connection_id: conn.id().to_owned(),
+                room: room_id.to_owned(),
+                name: name.clone(),
+                data: data.clone(),
+                at,
+            });
+        }
+        self.emit_rt(RtKind::Trigger, room_id, &name, 0.0, Some(at));
+        self.room_event(
+            &room,
+            ServerMessage::Trigger {
+                room: room_id.to_owned(),
+                name,
+                data,
+                at,
+                from: conn.client_id().to_owned(),
+                ts,
+            },
+        );
+        ack()
+    }
+
+    fn on_sync(&self, conn: &Connection, id: Option<RequestId>, room_id: &str) -> Reply {
+        let room = self.member_room(conn, room_id)?;
+        let params = room.lock().params.clone();
+        Ok(Outcome::Reply(ServerMessage::State {
+            id,
+            room: room_id.to_owned(),
+            params,
+        }))
+    }
+}
+
+fn page_limit(limit: Option<u32>) -> HubResult<usize> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => Err(HubError::new(ErrorCode::BadRequest, "`limit` must be at least 1")),
+        n => Ok(n.min(MAX_PAGE) as usize),
+    }
+}

@@ -1,0 +1,193 @@
+//! Running one connection over any transport.
+//!
+//! A transport is anything that can receive frames and write batches of frames:
+//! implement [`Transport`] (the server does it for tokio-tungstenite; the
+//! `plain_tungstenite` example does it without axum) and hand it to [`run`]. The driver
+//! owns the connection's whole life: it reads frames and feeds them to the hub, writes
+//! whatever the hub queued — everything ready, then one flush — pings on schedule, closes
+//! silent peers, and tells the hub when the connection is gone.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_protocol::CloseCode;
+
+use crate::clock::now_ms;
+use crate::connection::Connection;
+use crate::endpoint::Mode;
+use crate::frame::{Outgoing, Payload};
+use crate::hooks::HookSet;
+use crate::hub::Hub;
+
+/// A frame received from the peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A complete text message (already checked to be UTF-8).
+    Text(Bytes),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// A ping (the transport answers it itself).
+    Ping,
+    /// A pong, with the payload of the ping it answers.
+    Pong(Bytes),
+    /// The peer sent a close frame.
+    Close(Option<u16>),
+}
+
+/// Why a transport failed; each maps to the close code sent back, when one can be.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransportError {
+    /// A frame or message over `max_message_size` (close 1009).
+    #[error("message too big")]
+    TooBig,
+    /// A text message that is not UTF-8 (close 1007).
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+    /// A WebSocket protocol violation (close 1002).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The connection is gone (no close frame can be sent).
+    #[error("connection lost: {0}")]
+    Io(String),
+}
+
+impl TransportError {
+    /// The close code to send for this error, if the peer can still be told.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            TransportError::TooBig => Some(CloseCode::TOO_BIG),
+            TransportError::InvalidUtf8 => Some(CloseCode::INVALID_PAYLOAD),
+            TransportError::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+            TransportError::Io(_) => None,
+        }
+    }
+}
+
+/// A bidirectional message transport for one connection.
+///
+/// `recv` must be cancel-safe: the driver races it against the outbound queue and the
+/// heartbeat timer, and drops it when another branch wins.
+pub trait Transport: Send {
+    /// The next frame; `None` when the peer is gone.
+    fn recv(&mut self) -> impl Future<Output = Option<Result<Incoming, TransportError>>> + Send;
+    /// Writes every frame of `batch` (a `Close` last, if any), then flushes once.
+    fn send_batch(
+        &mut self,
+        batch: &[Outgoing],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Sends a ping with this payload.
+    fn ping(&mut self, payload: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// How a connection ended, for logs and the `close` hook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    /// The close code sent or received, if any.
+    pub code: Option<u16>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Drives `conn` over `transport` until it ends, then unregisters it from the hub.
+pub async fn run<T: Transport>(hub: &Hub, conn: Arc<Connection>, mut transport: T) -> Ended {
+    let ended = drive(hub, &conn, &mut transport).await;
+    hub.disconnected(&conn, ended.code, &ended.reason).await;
+    ended
+}
+
+async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut T) -> Ended {
+    let rules = conn.endpoint().clone();
+    let ping_every = rules.ping_interval.max(Duration::from_millis(10));
+    let timeout_ms = rules.connection_timeout.as_millis() as i64;
+    let mut next_ping = tokio::time::Instant::now() + ping_every;
+    let mut batch = Vec::new();
+    let encoding = conn.encoding();
+    loop {
+        tokio::select! {
+            more = conn.queue().next_batch(&mut batch, encoding) => {
+                let close = batch.iter().find_map(|o| match o {
+                    Outgoing::Close(code, reason) => Some((*code, reason.clone())),
+                    _ => None,
+                });
+                if let Err(e) = transport.send_batch(&batch).await {
+                    return Ended { code: None, reason: e.to_string() };
+                }
+                batch.clear();
+                if !more {
+                    let (code, reason) = close.unwrap_or((CloseCode::NORMAL.0, String::new()));
+                    return Ended { code: Some(code), reason };
+                }
+            }
+            frame = transport.recv() => {
+                let frame = match frame {
+                    None => return Ended { code: None, reason: "peer went away".into() },
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        if let Some(code) = e.close_code() {
+                            let _ = transport.send_batch(&[Outgoing::Close(code.0, e.to_string())]).await;
+                            return Ended { code: Some(code.0), reason: e.to_string() };
+                        }
+                        return Ended { code: None, reason: e.to_string() };
+                    }
+                };
+                conn.touch();
+                match frame {
+                    Incoming::Text(bytes) | Incoming::Binary(bytes) if rules.mode == Mode::Protocol => {
+                        hub.handle_frame(conn, &bytes).await;
+                    }
+                    Incoming::Text(bytes) => deliver_plain(hub, conn, rules.mode, bytes, true),
+                    Incoming::Binary(bytes) => deliver_plain(hub, conn, rules.mode, bytes, false),
+                    Incoming::Ping => {}
+                    Incoming::Pong(payload) => {
+                        let rtt = rtt_from(&payload);
+                        if let Some(rtt) = rtt {
+                            conn.set_rtt_ms(rtt);
+                        }
+                        if let Some(h) = hub.hook(HookSet::PONG) {
+                            h.on_pong(conn, rtt).await;
+                        }
+                    }
+                    Incoming::Close(code) => {
+                        // The transport has answered the close; write that answer out.
+                        let _ = transport.send_batch(&[]).await;
+                        return Ended { code, reason: "closed by peer".into() };
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_ping) => {
+                if now_ms() - conn.last_seen() > timeout_ms {
+                    let reason = "heartbeat timeout".to_owned();
+                    let _ = transport
+                        .send_batch(&[Outgoing::Close(CloseCode::POLICY.0, reason.clone())])
+                        .await;
+                    return Ended { code: Some(CloseCode::POLICY.0), reason };
+                }
+                let stamp = Bytes::copy_from_slice(&now_ms().to_be_bytes());
+                if let Err(e) = transport.ping(stamp).await {
+                    return Ended { code: None, reason: e.to_string() };
+                }
+                next_ping = tokio::time::Instant::now() + ping_every;
+            }
+        }
+    }
+}
+
+/// Raw and echo endpoints: no envelope, the frame goes on unchanged.
+fn deliver_plain(hub: &Hub, conn: &Arc<Connection>, mode: Mode, bytes: Bytes, text: bool) {
+    match mode {
+        Mode::Echo => {
+            conn.send(Payload::Raw { bytes, text });
+        }
+        Mode::Raw => hub.relay_raw(conn, bytes, text),
+        Mode::Protocol => {}
+    }
+}
+
+/// Our pings carry the send time; a pong echoing one gives the round trip.
+fn rtt_from(payload: &[u8]) -> Option<u64> {
+    let sent = i64::from_be_bytes(payload.try_into().ok()?);
+    let rtt = now_ms() - sent;
+    (0..600_000).contains(&rtt).then_some(rtt as u64)
+}

@@ -1,0 +1,159 @@
+//! What clients did, for the embedding application: an async stream of [`HubEvent`]s and
+//! a lock-free, allocation-free queue of [`RtEvent`]s for a real-time thread.
+//!
+//! Both are off until asked for ([`crate::Hub::events`], [`crate::Hub::realtime_queue`]),
+//! and cost one atomic load per event while off.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::Stream;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// Something a client did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubEvent {
+    Connected { connection_id: String, client_id: String },
+    Disconnected { connection_id: String, client_id: String },
+    Joined { connection_id: String, room: String },
+    Left { connection_id: String, room: String },
+    Message { connection_id: String, room: String, offset: u64, data: Value },
+    Direct { connection_id: String, to: String, data: Value },
+    Param { connection_id: String, room: String, param: String, value: f64, at: Option<i64> },
+    Trigger { connection_id: String, room: String, name: String, data: Value, at: i64 },
+    /// The subscriber fell behind and missed this many events.
+    Lagged(u64),
+}
+
+/// A fixed-capacity string that fits in a `Copy` event (longer text is cut at a char
+/// boundary).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortStr {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl ShortStr {
+    /// Copies up to 32 bytes of `s`.
+    pub fn new(s: &str) -> Self {
+        let mut end = s.len().min(32);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
+        ShortStr {
+            len: end as u8,
+            bytes,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for ShortStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+/// Kinds of real-time event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtKind {
+    Param,
+    Trigger,
+}
+
+/// A parameter change or trigger, small and `Copy`, for a real-time (e.g. audio) thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RtEvent {
+    pub kind: RtKind,
+    pub room: ShortStr,
+    /// The parameter or trigger name.
+    pub name: ShortStr,
+    /// The parameter value (0 for triggers).
+    pub value: f64,
+    /// When to apply it, ms since the epoch on the server clock (now when not scheduled).
+    pub at_ms: i64,
+}
+
+/// Fan-out of events to the application.
+pub(crate) struct EventSinks {
+    tx: broadcast::Sender<HubEvent>,
+    rt_enabled: AtomicBool,
+    rt: Mutex<Option<rtrb::Producer<RtEvent>>>,
+    rt_dropped: std::sync::atomic::AtomicU64,
+}
+
+impl EventSinks {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        EventSinks {
+            tx,
+            rt_enabled: AtomicBool::new(false),
+            rt: Mutex::new(None),
+            rt_dropped: Default::default(),
+        }
+    }
+
+    /// True when someone listens; check before building an event.
+    pub fn wanted(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    pub fn emit(&self, ev: HubEvent) {
+        let _ = self.tx.send(ev);
+    }
+
+    pub fn rt_wanted(&self) -> bool {
+        self.rt_enabled.load(Ordering::Relaxed)
+    }
+
+    /// Pushes without blocking; a full queue drops the event (counted) rather than stall.
+    pub fn emit_rt(&self, ev: RtEvent) {
+        if let Some(p) = self.rt.lock().as_mut()
+            && p.push(ev).is_err()
+        {
+            self.rt_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn rt_dropped(&self) -> u64 {
+        self.rt_dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn realtime_queue(&self, capacity: usize) -> rtrb::Consumer<RtEvent> {
+        let (producer, consumer) = rtrb::RingBuffer::new(capacity.max(1));
+        *self.rt.lock() = Some(producer);
+        self.rt_enabled.store(true, Ordering::Relaxed);
+        consumer
+    }
+
+    pub fn subscribe(self: &Arc<Self>) -> impl Stream<Item = HubEvent> + Send + 'static {
+        let rx = self.tx.subscribe();
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(ev) => Some((ev, rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some((HubEvent::Lagged(n), rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShortStr;
+
+    #[test]
+    fn short_str_cuts_at_a_char_boundary() {
+        let s = ShortStr::new(&"é".repeat(20));
+        assert_eq!(s.as_str(), "é".repeat(16));
+        assert_eq!(ShortStr::new("gain").as_str(), "gain");
+    }
+}

@@ -1,0 +1,103 @@
+//! Outbound frames, encoded at most once per encoding however many connections get them.
+//!
+//! A broadcast builds one [`SharedFrame`] and pushes the same `Arc` into every member's
+//! queue. The first writer that needs JSON encodes it and caches the bytes; every other
+//! writer reuses them (the same for MessagePack). So a room with only JSON members never
+//! pays for MessagePack, and nobody encodes a frame per recipient.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use switchboard_protocol::{Encoding, ServerMessage, codec};
+
+/// A server message and its lazily built encodings.
+#[derive(Debug)]
+pub struct SharedFrame {
+    msg: ServerMessage,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl SharedFrame {
+    /// Wraps a message; nothing is encoded yet.
+    pub fn new(msg: ServerMessage) -> Arc<Self> {
+        Arc::new(SharedFrame {
+            msg,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        })
+    }
+
+    /// The message itself.
+    pub fn message(&self) -> &ServerMessage {
+        &self.msg
+    }
+
+    /// The frame payload in `encoding`, encoding it on first use.
+    pub fn bytes(&self, encoding: Encoding) -> Bytes {
+        let cell = match encoding {
+            Encoding::Json => &self.json,
+            Encoding::MsgPack => &self.msgpack,
+        };
+        cell.get_or_init(|| match codec::encode(&self.msg, encoding) {
+            Ok(b) => b,
+            Err(e) => {
+                // Only values JSON cannot hold can fail here, and inputs are parsed from
+                // JSON or MessagePack-to-JSON, so this is a bug; say so instead of dying.
+                tracing::error!(error = %e, "failed to encode an outbound message");
+                Bytes::from_static(br#"{"type":"error","code":"INTERNAL","message":"encoding failed"}"#)
+            }
+        })
+        .clone()
+    }
+}
+
+/// One item of a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A protocol message, encoded for the connection's encoding when written.
+    Msg(Arc<SharedFrame>),
+    /// A raw-mode frame relayed unchanged.
+    Raw {
+        /// The frame's payload.
+        bytes: Bytes,
+        /// Text (true) or binary (false) frame.
+        text: bool,
+    },
+}
+
+impl Payload {
+    /// Wraps a one-off message (a reply to one connection).
+    pub fn msg(msg: ServerMessage) -> Self {
+        Payload::Msg(SharedFrame::new(msg))
+    }
+}
+
+/// What a transport writes: already-encoded frames and control actions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(Bytes),
+    /// A binary frame.
+    Binary(Bytes),
+    /// Close the connection with this code and reason, after everything before it.
+    Close(u16, String),
+}
+
+impl Outgoing {
+    /// The frame for `payload` on a connection using `encoding`.
+    pub fn from_payload(payload: &Payload, encoding: Encoding) -> Self {
+        match payload {
+            Payload::Msg(frame) => {
+                let bytes = frame.bytes(encoding);
+                if encoding.is_binary() {
+                    Outgoing::Binary(bytes)
+                } else {
+                    Outgoing::Text(bytes)
+                }
+            }
+            Payload::Raw { bytes, text: true } => Outgoing::Text(bytes.clone()),
+            Payload::Raw { bytes, text: false } => Outgoing::Binary(bytes.clone()),
+        }
+    }
+}

@@ -1,0 +1,1141 @@
+//! The [`Hub`]: registries of connections and rooms, and every operation on them.
+//!
+//! Client requests enter through [`Hub::handle_frame`] (see [`crate::dispatch`]); the
+//! embedding application and the REST API use the server-side commands below
+//! (`create_room`, `publish`, `broadcast`, …). Both end in the same few primitives —
+//! [`Hub::join_room`], [`Hub::leave_room`], [`Hub::deliver`] — so a message published
+//! over REST and one published over WebSocket take the same path.
+//!
+//! Registries are sharded maps (`DashMap`); per-room state sits behind the room's own
+//! lock. No lock is global.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::Stream;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use switchboard_protocol::{
+    CloseCode, ErrorCode, Map, ParamState, RequestId, RoomMessage, ServerMessage, Since,
+    room_id,
+};
+
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::codes::{CodeGuard, generate_code, is_valid_code};
+use crate::connection::{ConnectInfo, Connection, ConnectionInfo};
+use crate::endpoint::{ConnectionSlot, EndpointRules, Mode, SlowConsumer};
+use crate::error::{HubError, HubResult};
+use crate::events::{EventSinks, HubEvent, RtEvent, RtKind, ShortStr};
+use crate::frame::{Payload, SharedFrame};
+use crate::hooks::{ConnectRequest, Decision, HookSet, Hooks};
+use crate::queue::RoomTag;
+use crate::room::{CodeSpec, MemberEntry, ParamSpec, Room, RoomInfo, RoomSpec, RoomState, new_epoch};
+use crate::store::{MemoryStore, Store};
+
+/// Hub-wide settings (per-endpoint ones are in [`EndpointRules`]).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This node's id, shown in `welcome` and part of every connection id.
+    pub node_id: String,
+    /// How long an empty auto-created room lives on.
+    pub empty_room_grace: Duration,
+    /// Default lifetime of rooms with a code.
+    pub coded_room_ttl: Duration,
+    /// Digits of generated room codes.
+    pub code_digits: usize,
+    /// Wrong room codes an address may try at once …
+    pub code_attempts_burst: u32,
+    /// … and how fast that allowance comes back (one per this period).
+    pub code_attempts_refill: Duration,
+    /// Buffered hub events per subscriber.
+    pub event_capacity: usize,
+    /// How often expiry and clean-up run.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            node_id: "node-1".into(),
+            empty_room_grace: Duration::from_secs(60),
+            coded_room_ttl: Duration::from_secs(24 * 3600),
+            code_digits: 4,
+            code_attempts_burst: 5,
+            code_attempts_refill: Duration::from_secs(60),
+            event_capacity: 1024,
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: HubConfig,
+    boot: String,
+    next_conn: AtomicU64,
+    pub connections: DashMap<Arc<str>, Arc<Connection>>,
+    clients: DashMap<Arc<str>, Vec<Arc<Connection>>>,
+    pub rooms: DashMap<Arc<str>, Arc<Room>>,
+    raw_rooms: DashMap<String, Arc<Mutex<Vec<Arc<Connection>>>>>,
+    hooks: RwLock<Option<Arc<dyn Hooks>>>,
+    hook_set: std::sync::atomic::AtomicU16,
+    pub events: Arc<EventSinks>,
+    pub store: Arc<dyn Store>,
+    broker: RwLock<Option<Arc<dyn Broker>>>,
+    codes: CodeGuard,
+    shutting_down: AtomicBool,
+}
+
+/// The hub. Cheap to clone: every clone is a handle on the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("node_id", &self.inner.config.node_id)
+            .field("connections", &self.inner.connections.len())
+            .field("rooms", &self.inner.rooms.len())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// A hub with an in-memory store and no broker (one process).
+    pub fn new(config: HubConfig) -> Self {
+        Self::with_store(config, Arc::new(MemoryStore::new()))
+    }
+
+    /// A hub keeping durable rooms in `store`.
+    pub fn with_store(config: HubConfig, store: Arc<dyn Store>) -> Self {
+        let codes = CodeGuard::new(config.code_attempts_burst, config.code_attempts_refill);
+        let events = Arc::new(EventSinks::new(config.event_capacity));
+        Hub {
+            inner: Arc::new(Inner {
+                boot: format!("{:08x}", rand::random::<u32>()),
+                config,
+                next_conn: AtomicU64::new(1),
+                connections: DashMap::new(),
+                clients: DashMap::new(),
+                rooms: DashMap::new(),
+                raw_rooms: DashMap::new(),
+                hooks: RwLock::new(None),
+                hook_set: Default::default(),
+                events,
+                store,
+                broker: RwLock::new(None),
+                codes,
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    /// Registers the application's hooks (replacing any earlier ones).
+    pub fn set_hooks(&self, hooks: Arc<dyn Hooks>) {
+        self.inner
+            .hook_set
+            .store(hook_bits(hooks.interests()), Ordering::Release);
+        *self.inner.hooks.write() = Some(hooks);
+    }
+
+    /// Plugs in a cluster broker.
+    pub fn set_broker(&self, broker: Arc<dyn Broker>) {
+        *self.inner.broker.write() = Some(broker);
+    }
+
+    /// The hooks to call for `which`, if any are registered for it.
+    pub(crate) fn hook(&self, which: HookSet) -> Option<Arc<dyn Hooks>> {
+        let bits = self.inner.hook_set.load(Ordering::Acquire);
+        if bits & hook_bits(which) == 0 {
+            return None;
+        }
+        self.inner.hooks.read().clone()
+    }
+
+    /// True when the store and broker answer (readiness).
+    pub async fn is_ready(&self) -> bool {
+        let broker_ok = self
+            .inner
+            .broker
+            .read()
+            .as_ref()
+            .is_none_or(|b| b.is_ready());
+        broker_ok && self.inner.store.ping().await.is_ok()
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Relaxed)
+    }
+
+    // ---- events -------------------------------------------------------------------
+
+    /// A stream of everything clients do, from now on.
+    pub fn events(&self) -> impl Stream<Item = HubEvent> + Send + 'static {
+        self.inner.events.subscribe()
+    }
+
+    /// A lock-free queue of parameter changes and triggers for a real-time thread.
+    /// The consumer never blocks or allocates; when it falls `capacity` events behind,
+    /// new events are dropped and counted ([`Hub::realtime_dropped`]). Calling this
+    /// again replaces the previous queue.
+    pub fn realtime_queue(&self, capacity: usize) -> rtrb::Consumer<RtEvent> {
+        self.inner.events.realtime_queue(capacity)
+    }
+
+    /// Real-time events dropped because the consumer fell behind.
+    pub fn realtime_dropped(&self) -> u64 {
+        self.inner.events.rt_dropped()
+    }
+
+    // ---- connections ----------------------------------------------------------------
+
+    /// Asks the `connect` hook whether a connection may be accepted. The server calls
+    /// this before completing the upgrade, so a refusal is an HTTP error.
+    pub async fn authorize_connect(&self, req: &ConnectRequest) -> HubResult<()> {
+        if let Some(h) = self.hook(HookSet::CONNECT) {
+            match h.on_connect(req).await {
+                Decision::Reject { code, message } => return Err(HubError::new(code, message)),
+                Decision::Allow | Decision::Rewrite(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a new connection and queues its `welcome` (protocol mode).
+    pub fn connect(
+        &self,
+        info: ConnectInfo,
+        endpoint: Arc<EndpointRules>,
+        slot: Option<ConnectionSlot>,
+    ) -> Arc<Connection> {
+        let n = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let id: Arc<str> = format!("{}.{}.{:x}", self.inner.config.node_id, self.inner.boot, n).into();
+        let conn = Arc::new(Connection::new(id.clone(), info, endpoint.clone(), slot));
+        self.inner.connections.insert(id, conn.clone());
+        self.inner
+            .clients
+            .entry(conn.client_id().into())
+            .or_default()
+            .push(conn.clone());
+        match endpoint.mode {
+            Mode::Protocol => {
+                conn.send(Payload::msg(ServerMessage::Welcome {
+                    connection_id: conn.id().to_owned(),
+                    client_id: conn.client_id().to_owned(),
+                    node_id: self.inner.config.node_id.clone(),
+                    path: endpoint.path.clone(),
+                    server_time: now_ms(),
+                    heartbeat_ms: endpoint.ping_interval.as_millis() as u64,
+                    protocol: switchboard_protocol::PROTOCOL_VERSION,
+                }));
+            }
+            Mode::Raw => {
+                self.inner
+                    .raw_rooms
+                    .entry(raw_key(&endpoint))
+                    .or_default()
+                    .lock()
+                    .push(conn.clone());
+            }
+            Mode::Echo => {}
+        }
+        if self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Connected {
+                connection_id: conn.id().to_owned(),
+                client_id: conn.client_id().to_owned(),
+            });
+        }
+        tracing::debug!(connection_id = conn.id(), client_id = conn.client_id(), path = %endpoint.path, "connection registered");
+        conn
+    }
+
+    /// Forgets a connection that ended: leaves its rooms (telling the other members) and
+    /// runs the `close` hook. The transport driver calls this once, at the end.
+    pub async fn disconnected(&self, conn: &Arc<Connection>, code: Option<u16>, reason: &str) {
+        if self.inner.connections.remove(conn.id()).is_none() {
+            return;
+        }
+        if let dashmap::Entry::Occupied(mut e) = self.inner.clients.entry(conn.client_id().into()) {
+            e.get_mut().retain(|c| !Arc::ptr_eq(c, conn));
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        if conn.endpoint().mode == Mode::Raw
+            && let Some(members) = self.inner.raw_rooms.get(&raw_key(conn.endpoint()))
+        {
+            members.lock().retain(|c| !Arc::ptr_eq(c, conn));
+        }
+        for room in conn.take_rooms() {
+            self.remove_member(&room, conn).await;
+        }
+        if let Some(h) = self.hook(HookSet::CLOSE) {
+            h.on_close(conn, code, reason).await;
+        }
+        if self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Disconnected {
+                connection_id: conn.id().to_owned(),
+                client_id: conn.client_id().to_owned(),
+            });
+        }
+    }
+
+    /// A connection by id.
+    pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.inner.connections.get(id).map(|c| c.clone())
+    }
+
+    /// Every connection of a client id.
+    pub fn client_connections(&self, client_id: &str) -> Vec<Arc<Connection>> {
+        self.inner
+            .clients
+            .get(client_id)
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.len()
+    }
+
+    /// A connection's description (`client_info`).
+    pub fn client_info(&self, id: &str) -> Option<ConnectionInfo> {
+        self.connection(id).map(|c| c.info())
+    }
+
+    /// Every connection's description.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.inner.connections.iter().map(|c| c.info()).collect()
+    }
+
+    /// The rooms a connection is in (`user_rooms`).
+    pub fn user_rooms(&self, id: &str) -> Option<Vec<RoomInfo>> {
+        let conn = self.connection(id)?;
+        Some(
+            conn.rooms()
+                .iter()
+                .filter_map(|r| self.room(r).map(|room| room.info()))
+                .collect(),
+        )
+    }
+
+    /// Closes a connection: what is queued is written, then a close frame.
+    pub fn disconnect(&self, id: &str, code: u16, reason: &str) -> HubResult<()> {
+        let conn = self
+            .connection(id)
+            .ok_or_else(|| HubError::not_found(format!("no connection `{id}`")))?;
+        conn.queue().close(code, reason);
+        Ok(())
+    }
+
+    /// Sends `data` to one connection as a `direct` from `server`.
+    pub fn send(&self, id: &str, data: Value) -> HubResult<()> {
+        let conn = self
+            .connection(id)
+            .ok_or_else(|| HubError::not_found(format!("no connection `{id}`")))?;
+        conn.send(Payload::msg(ServerMessage::Direct {
+            from: "server".into(),
+            connection_id: None,
+            data,
+            ts: now_ms(),
+        }));
+        Ok(())
+    }
+
+    /// Sends `event {name, data}` to every protocol connection except those listed.
+    pub fn broadcast(&self, name: &str, data: Value, except: &[String]) -> usize {
+        let frame = SharedFrame::new(ServerMessage::Event {
+            name: name.to_owned(),
+            data,
+            ts: now_ms(),
+        });
+        self.push_all(&Payload::Msg(frame), except)
+    }
+
+    /// Sends `visualization {data}` to every protocol connection.
+    pub fn visualization(&self, data: Vec<f64>) -> usize {
+        let frame = SharedFrame::new(ServerMessage::Visualization { data });
+        self.push_all(&Payload::Msg(frame), &[])
+    }
+
+    fn push_all(&self, payload: &Payload, except: &[String]) -> usize {
+        let mut n = 0;
+        for c in self.inner.connections.iter() {
+            if c.endpoint().mode == Mode::Protocol && !except.iter().any(|e| e == c.id()) {
+                c.send(payload.clone());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    // ---- rooms ----------------------------------------------------------------------
+
+    /// A room by id.
+    pub fn room(&self, id: &str) -> Option<Arc<Room>> {
+        self.inner.rooms.get(id).map(|r| r.clone())
+    }
+
+    /// A room's description.
+    pub fn room_info(&self, id: &str) -> Option<RoomInfo> {
+        self.room(id).map(|r| r.info())
+    }
+
+    /// Every room's description.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        let mut rooms: Vec<_> = self.inner.rooms.iter().map(|r| r.info()).collect();
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    /// Creates a room explicitly (REST, embedding).
+    pub async fn create_room(&self, spec: RoomSpec) -> HubResult<RoomInfo> {
+        let id = match spec.id {
+            Some(id) if room_id::is_valid(&id) => id,
+            Some(id) => return Err(HubError::bad_request(format!("invalid room id `{id}`"))),
+            None => format!("room-{:08x}", rand::random::<u32>()),
+        };
+        let code = match spec.code {
+            None | Some(CodeSpec::Generate(false)) => None,
+            Some(CodeSpec::Generate(true)) => Some(generate_code(self.inner.config.code_digits)),
+            Some(CodeSpec::Digits(d)) if is_valid_code(&d) => Some(d),
+            Some(CodeSpec::Digits(d)) => {
+                return Err(HubError::bad_request(format!(
+                    "room code `{d}` must be 4 to 8 digits"
+                )));
+            }
+        };
+        let now = now_ms();
+        let ttl = match (spec.ttl_s, &code) {
+            (Some(s), _) => Some(Duration::from_secs(s)),
+            (None, Some(_)) => Some(self.inner.config.coded_room_ttl),
+            (None, None) => None,
+        };
+        let mut params = Vec::new();
+        for p in spec.params.unwrap_or_default() {
+            params.push(param_state(&p)?);
+        }
+        let state = RoomState {
+            name: spec.name.unwrap_or_else(|| id.clone()),
+            description: spec.description.unwrap_or_default(),
+            max_connections: spec.max_connections.unwrap_or(100).max(1),
+            code,
+            meta: spec.meta.unwrap_or_default(),
+            created_at: now,
+            expires_at: ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
+            durable: spec.durable.unwrap_or(false),
+            auto_created: false,
+            slow_consumer: spec.slow_consumer.unwrap_or_default(),
+            history_size: spec.history_size.unwrap_or(100),
+            members: Default::default(),
+            epoch: new_epoch(),
+            offset: 0,
+            history: Default::default(),
+            params,
+            empty_since: Some(Instant::now()),
+            closed: false,
+        };
+        let key: Arc<str> = id.clone().into();
+        let room = Room::new(key.clone(), state);
+        match self.inner.rooms.entry(key) {
+            dashmap::Entry::Occupied(_) => {
+                return Err(HubError::bad_request(format!("room `{id}` already exists")));
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(room.clone());
+            }
+        }
+        let info = room.info();
+        if info.durable
+            && let Err(e) = self.inner.store.save_room(&info).await
+        {
+            self.inner.rooms.remove(id.as_str());
+            return Err(HubError::new(ErrorCode::Internal, e.to_string()));
+        }
+        Ok(info)
+    }
+
+    /// Closes a room: members get `closed {room, reason}` and are removed.
+    pub async fn close_room(&self, id: &str, reason: &str) -> HubResult<()> {
+        let (_, room) = self
+            .inner
+            .rooms
+            .remove(id)
+            .ok_or_else(|| HubError::not_found(format!("no room `{id}`")))?;
+        let (members, durable) = {
+            let mut st = room.lock();
+            st.closed = true;
+            (std::mem::take(&mut st.members), st.durable)
+        };
+        let notice = Payload::Msg(SharedFrame::new(ServerMessage::Closed {
+            room: Some(id.to_owned()),
+            reason: reason.to_owned(),
+            retry_after_ms: None,
+        }));
+        for m in members.values() {
+            m.conn.remove_room(id);
+            m.conn.send(notice.clone());
+        }
+        if durable && let Err(e) = self.inner.store.delete_room(id).await {
+            tracing::warn!(room = id, error = %e, "failed to delete a durable room from the store");
+        }
+        self.unsubscribe(id).await;
+        Ok(())
+    }
+
+    /// Finds a room for a join, creating it when the endpoint allows.
+    fn room_for_join(&self, id: &str, endpoint: &EndpointRules) -> HubResult<Arc<Room>> {
+        if let Some(r) = self.room(id) {
+            return Ok(r);
+        }
+        if !endpoint.auto_create_rooms {
+            return Err(HubError::invalid_room(id));
+        }
+        let key: Arc<str> = id.into();
+        let room = self
+            .inner
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Room::new(
+                    key,
+                    RoomState {
+                        name: id.to_owned(),
+                        description: String::new(),
+                        max_connections: endpoint.room_max_connections.max(1),
+                        code: None,
+                        meta: Map::new(),
+                        created_at: now_ms(),
+                        expires_at: None,
+                        durable: false,
+                        auto_created: true,
+                        slow_consumer: endpoint.slow_consumer,
+                        history_size: endpoint.history_size,
+                        members: Default::default(),
+                        epoch: new_epoch(),
+                        offset: 0,
+                        history: Default::default(),
+                        params: Vec::new(),
+                        empty_since: None,
+                        closed: false,
+                    },
+                )
+            })
+            .clone();
+        Ok(room)
+    }
+
+    /// Joins `conn` to `room`: checks the rules, adds the member, queues `joined` for it
+    /// and `presence_join` for the others. `code` is checked unless `trusted` (a
+    /// server-side join).
+    pub(crate) async fn join_room(
+        &self,
+        conn: &Arc<Connection>,
+        id: Option<RequestId>,
+        room_id: &str,
+        code: Option<&str>,
+        since: Option<&Since>,
+        meta: Option<Map>,
+        trusted: bool,
+    ) -> HubResult<()> {
+        if !room_id::is_valid(room_id) {
+            return Err(HubError::bad_request(format!("invalid room id `{room_id}`")));
+        }
+        let already = conn.in_room(room_id);
+        if !already && conn.room_count() >= conn.endpoint().max_rooms_per_connection {
+            return Err(HubError::forbidden(format!(
+                "a connection may join at most {} rooms",
+                conn.endpoint().max_rooms_per_connection
+            )));
+        }
+        let room = self.room_for_join(room_id, conn.endpoint())?;
+        if !trusted {
+            self.check_code(conn, &room, room_id, code)?;
+        }
+        if let Some(h) = self.hook(HookSet::JOIN)
+            && let Decision::Reject { code, message } = h.on_join(conn, room_id, meta.as_ref()).await
+        {
+            return Err(HubError::new(code, message));
+        }
+        let first_here = {
+            let mut st = room.lock();
+            if st.closed {
+                return Err(HubError::invalid_room(room_id));
+            }
+            if !already && st.members.len() >= st.max_connections {
+                return Err(HubError::new(
+                    ErrorCode::RoomFull,
+                    format!("room `{room_id}` is full ({} members)", st.max_connections),
+                ));
+            }
+            let entry = MemberEntry {
+                conn: conn.clone(),
+                join_meta: meta,
+                joined_at: now_ms(),
+            };
+            let member = entry.member();
+            let first_here = st.members.is_empty();
+            st.members.insert(conn.id_arc().clone(), entry);
+            st.empty_since = None;
+            if !already {
+                let notice = Payload::Msg(SharedFrame::new(ServerMessage::PresenceJoin {
+                    room: room_id.to_owned(),
+                    member,
+                }));
+                for (cid, m) in &st.members {
+                    if cid.as_ref() != conn.id() {
+                        m.conn.send(notice.clone());
+                    }
+                }
+            }
+            let (recovered, recovered_complete) = recover(&st, since);
+            // Queued while the room is locked: no message of this room can slip in
+            // between, so the client sees `joined` first and then every later offset.
+            conn.send(Payload::msg(ServerMessage::Joined {
+                id,
+                room: room_id.to_owned(),
+                epoch: st.epoch.clone(),
+                offset: st.offset,
+                members: st.members.values().map(MemberEntry::member).collect(),
+                recovered,
+                recovered_complete,
+            }));
+            first_here
+        };
+        conn.add_room(room.id_arc().clone());
+        if first_here {
+            self.subscribe(room_id).await;
+        }
+        if !already && self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Joined {
+                connection_id: conn.id().to_owned(),
+                room: room_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_code(
+        &self,
+        conn: &Connection,
+        room: &Room,
+        room_id: &str,
+        code: Option<&str>,
+    ) -> HubResult<()> {
+        let expected = room.lock().code.clone();
+        let ip = conn.remote_addr().map(|a| a.ip());
+        if code.is_some()
+            && let Some(ip) = ip
+            && self.inner.codes.is_limited(ip)
+        {
+            return Err(HubError::new(
+                ErrorCode::RateLimited,
+                "too many wrong room codes from this address; try again later",
+            ));
+        }
+        match expected {
+            None => Ok(()),
+            Some(want) if code == Some(want.as_str()) => Ok(()),
+            Some(_) => {
+                if code.is_some()
+                    && let Some(ip) = ip
+                {
+                    self.inner.codes.record_failure(ip);
+                }
+                Err(HubError::new(
+                    ErrorCode::InvalidRoom,
+                    format!("room `{room_id}` needs the right code"),
+                ))
+            }
+        }
+    }
+
+    /// Removes `conn` from `room`'s members and tells the others; true if it was there.
+    async fn remove_member(&self, room_id: &str, conn: &Arc<Connection>) -> bool {
+        let Some(room) = self.room(room_id) else {
+            return false;
+        };
+        let now_empty = {
+            let mut st = room.lock();
+            let Some(entry) = st.members.remove(conn.id()) else {
+                return false;
+            };
+            let notice = Payload::Msg(SharedFrame::new(ServerMessage::PresenceLeave {
+                room: room_id.to_owned(),
+                member: entry.member(),
+            }));
+            for m in st.members.values() {
+                m.conn.send(notice.clone());
+            }
+            if st.members.is_empty() {
+                st.empty_since = Some(Instant::now());
+                true
+            } else {
+                false
+            }
+        };
+        if now_empty {
+            self.unsubscribe(room_id).await;
+        }
+        if let Some(h) = self.hook(HookSet::LEAVE) {
+            h.on_leave(conn, room_id).await;
+        }
+        if self.inner.events.wanted() {
+            self.inner.events.emit(HubEvent::Left {
+                connection_id: conn.id().to_owned(),
+                room: room_id.to_owned(),
+            });
+        }
+        true
+    }
+
+    /// Takes `conn` out of `room`.
+    pub(crate) async fn leave_room(&self, conn: &Arc<Connection>, room_id: &str) -> HubResult<()> {
+        if !room_id::is_valid(room_id) {
+            return Err(HubError::bad_request(format!("invalid room id `{room_id}`")));
+        }
+        if self.room(room_id).is_none() {
+            return Err(HubError::invalid_room(room_id));
+        }
+        if !conn.remove_room(room_id) {
+            return Err(HubError::not_in_room(room_id));
+        }
+        self.remove_member(room_id, conn).await;
+        Ok(())
+    }
+
+    /// Joins a connection to a room from the server side (no code needed); the
+    /// connection gets `joined`, the others `presence_join`.
+    pub async fn join(&self, connection_id: &str, room: &str) -> HubResult<()> {
+        let conn = self
+            .connection(connection_id)
+            .ok_or_else(|| HubError::not_found(format!("no connection `{connection_id}`")))?;
+        if self.room(room).is_none() {
+            return Err(HubError::not_found(format!("no room `{room}`")));
+        }
+        self.join_room(&conn, None, room, None, None, None, true).await
+    }
+
+    /// Takes a connection out of a room from the server side; it gets `left`.
+    pub async fn leave(&self, connection_id: &str, room: &str) -> HubResult<()> {
+        let conn = self
+            .connection(connection_id)
+            .ok_or_else(|| HubError::not_found(format!("no connection `{connection_id}`")))?;
+        self.leave_room(&conn, room).await?;
+        conn.send(Payload::msg(ServerMessage::Left {
+            id: None,
+            room: room.to_owned(),
+        }));
+        Ok(())
+    }
+
+    /// The room for a room-scoped request by `conn`: it must exist and `conn` must be in it.
+    pub(crate) fn member_room(&self, conn: &Connection, room_id: &str) -> HubResult<Arc<Room>> {
+        if !room_id::is_valid(room_id) {
+            return Err(HubError::bad_request(format!("invalid room id `{room_id}`")));
+        }
+        let room = self
+            .room(room_id)
+            .ok_or_else(|| HubError::invalid_room(room_id))?;
+        if !conn.in_room(room_id) {
+            return Err(HubError::not_in_room(room_id));
+        }
+        Ok(room)
+    }
+
+    // ---- messages -----------------------------------------------------------------
+
+    /// Publishes `data` to a room as the server (REST, embedding); returns the offset.
+    pub async fn publish(&self, room: &str, data: Value, except: &[String]) -> HubResult<u64> {
+        let r = self
+            .room(room)
+            .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
+        self.deliver(&r, data, "server", None, |cid| except.iter().any(|e| e == cid))
+            .await
+    }
+
+    /// Assigns the next offset, records the message in history, and queues it for every
+    /// member for which `skip` is false — all under the room's lock, so every member sees
+    /// the same order. Durable rooms return only once the store has the message.
+    pub(crate) async fn deliver(
+        &self,
+        room: &Arc<Room>,
+        data: Value,
+        from: &str,
+        connection_id: Option<&str>,
+        skip: impl Fn(&str) -> bool,
+    ) -> HubResult<u64> {
+        let message = {
+            let mut st = room.lock();
+            if st.closed {
+                return Err(HubError::invalid_room(room.id()));
+            }
+            st.offset += 1;
+            let offset = st.offset;
+            let key = match st.slow_consumer {
+                SlowConsumer::Conflate => conflation_key(&data),
+                _ => None,
+            };
+            let message = RoomMessage {
+                room: room.id().to_owned(),
+                data,
+                from: from.to_owned(),
+                connection_id: connection_id.map(str::to_owned),
+                offset,
+                ts: now_ms(),
+            };
+            let frame = SharedFrame::new(ServerMessage::Message(message));
+            let tag = RoomTag {
+                room: room.id_arc().clone(),
+                offset,
+                key,
+                policy: st.slow_consumer,
+            };
+            for (cid, m) in &st.members {
+                if !skip(cid) {
+                    m.conn.queue().push_room(Payload::Msg(frame.clone()), tag.clone());
+                }
+            }
+            let durable = st.durable;
+            let broker_copy = durable || self.inner.broker.read().is_some();
+            st.remember(frame.clone());
+            let copy = broker_copy.then(|| match frame.message() {
+                ServerMessage::Message(m) => Some(m.clone()),
+                _ => None,
+            });
+            (offset, copy.flatten(), durable)
+        };
+        let (offset, message, durable) = message;
+        if let Some(message) = message {
+            if durable {
+                self.inner
+                    .store
+                    .append(room.id(), std::slice::from_ref(&message))
+                    .await
+                    .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+            }
+            let broker = self.inner.broker.read().clone();
+            if let Some(b) = broker
+                && let Err(e) = b.publish(&message).await
+            {
+                tracing::warn!(room = room.id(), error = %e, "broker publish failed");
+            }
+            return Ok(message.offset);
+        }
+        Ok(offset)
+    }
+
+    /// Fans out a message another node published (cluster brokers call this).
+    pub fn deliver_remote(&self, message: RoomMessage) {
+        let Some(room) = self.room(&message.room) else {
+            return;
+        };
+        let mut st = room.lock();
+        st.offset = st.offset.max(message.offset);
+        let tag = RoomTag {
+            room: room.id_arc().clone(),
+            offset: message.offset,
+            key: match st.slow_consumer {
+                SlowConsumer::Conflate => conflation_key(&message.data),
+                _ => None,
+            },
+            policy: st.slow_consumer,
+        };
+        let frame = SharedFrame::new(ServerMessage::Message(message));
+        for m in st.members.values() {
+            m.conn.queue().push_room(Payload::Msg(frame.clone()), tag.clone());
+        }
+        st.remember(frame);
+    }
+
+    /// Queues a non-offset room event (`update`, `trigger`) for every member.
+    pub(crate) fn room_event(&self, room: &Room, msg: ServerMessage) {
+        let payload = Payload::Msg(SharedFrame::new(msg));
+        let st = room.lock();
+        for m in st.members.values() {
+            m.conn.send(payload.clone());
+        }
+    }
+
+    /// Defines a parameter (with `min`/`max`) or sets its value, and tells the members.
+    pub fn set_param(&self, room: &str, spec: ParamSpec) -> HubResult<ParamState> {
+        let r = self
+            .room(room)
+            .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
+        let state = {
+            let mut st = r.lock();
+            let state = match st.param_mut(&spec.name) {
+                Some(p) => {
+                    if let Some(min) = spec.min {
+                        p.min = min;
+                    }
+                    if let Some(max) = spec.max {
+                        p.max = max;
+                    }
+                    check_range(&p.name, spec.value, p.min, p.max)?;
+                    p.value = spec.value;
+                    p.clone()
+                }
+                None => {
+                    let p = param_state(&spec)?;
+                    st.params.push(p.clone());
+                    p
+                }
+            };
+            state
+        };
+        self.room_event(
+            &r,
+            ServerMessage::Update {
+                room: room.to_owned(),
+                param: state.name.clone(),
+                value: state.value,
+                at: None,
+                from: "server".into(),
+            },
+        );
+        self.emit_rt(RtKind::Param, room, &state.name, state.value, None);
+        Ok(state)
+    }
+
+    pub(crate) fn emit_rt(&self, kind: RtKind, room: &str, name: &str, value: f64, at: Option<i64>) {
+        if self.inner.events.rt_wanted() {
+            self.inner.events.emit_rt(RtEvent {
+                kind,
+                room: ShortStr::new(room),
+                name: ShortStr::new(name),
+                value,
+                at_ms: at.unwrap_or_else(now_ms),
+            });
+        }
+    }
+
+    /// Relays a raw-mode frame to the other connections of the endpoint's room.
+    pub fn relay_raw(&self, conn: &Arc<Connection>, bytes: bytes::Bytes, text: bool) {
+        let Some(members) = self.inner.raw_rooms.get(&raw_key(conn.endpoint())) else {
+            return;
+        };
+        let payload = Payload::Raw { bytes, text };
+        for c in members.lock().iter() {
+            if !Arc::ptr_eq(c, conn) {
+                c.send(payload.clone());
+            }
+        }
+    }
+
+    // ---- cluster hooks ----------------------------------------------------------------
+
+    async fn subscribe(&self, room: &str) {
+        let broker = self.inner.broker.read().clone();
+        if let Some(b) = broker
+            && let Err(e) = b.subscribe(room).await
+        {
+            tracing::warn!(room, error = %e, "broker subscribe failed");
+        }
+    }
+
+    async fn unsubscribe(&self, room: &str) {
+        let broker = self.inner.broker.read().clone();
+        if let Some(b) = broker
+            && let Err(e) = b.unsubscribe(room).await
+        {
+            tracing::warn!(room, error = %e, "broker unsubscribe failed");
+        }
+    }
+
+    // ---- shutdown -----------------------------------------------------------------
+
+    /// Begins a graceful shutdown: every connection gets `closed {reason: "shutdown",
+    /// retry_after_ms}` and close 1001, spread evenly over `drain` so that clients do not
+    /// all come back at once; each gets its own jittered `retry_after_ms`. Resolves when
+    /// the last close has been queued.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        let mut conns: Vec<_> = self.inner.connections.iter().map(|c| c.clone()).collect();
+        if conns.is_empty() {
+            return;
+        }
+        {
+            use rand::seq::SliceRandom;
+            conns.shuffle(&mut rand::rng());
+        }
+        let start = tokio::time::Instant::now();
+        let n = conns.len() as u32;
+        let drain_ms = drain.as_millis().max(1) as u64;
+        for (i, conn) in conns.iter().enumerate() {
+            tokio::time::sleep_until(start + drain * (i as u32) / n).await;
+            if conn.endpoint().mode == Mode::Protocol {
+                let retry_after_ms = 1_000 + rand::random_range(0..drain_ms.max(1_000));
+                conn.send(Payload::msg(ServerMessage::Closed {
+                    room: None,
+                    reason: "shutdown".into(),
+                    retry_after_ms: Some(retry_after_ms),
+                }));
+            }
+            conn.queue().close(CloseCode::GOING_AWAY.0, "server shutdown");
+        }
+    }
+
+    /// Waits until every connection has ended, at most `timeout`; true if all did.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.inner.connections.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    // ---- maintenance --------------------------------------------------------------
+
+    /// Starts the background task that expires rooms past their TTL, drops empty
+    /// auto-created rooms after the grace period and prunes rate-limit state. It stops
+    /// when the last handle on the hub is dropped.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.config.maintenance_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Hub { inner }.maintain().await;
+            }
+        })
+    }
+
+    /// One round of maintenance (see [`Hub::spawn_maintenance`]).
+    pub async fn maintain(&self) {
+        let now = now_ms();
+        let grace = self.inner.config.empty_room_grace;
+        let mut expired = Vec::new();
+        let mut abandoned = Vec::new();
+        for r in self.inner.rooms.iter() {
+            let st = r.lock();
+            if st.expires_at.is_some_and(|t| t <= now) {
+                expired.push(r.key().clone());
+            } else if st.auto_created
+                && !st.durable
+                && st.members.is_empty()
+                && st.empty_since.is_some_and(|t| t.elapsed() >= grace)
+            {
+                abandoned.push(r.key().clone());
+            }
+        }
+        for id in expired {
+            let _ = self.close_room(&id, "expired").await;
+        }
+        for id in abandoned {
+            // Re-check under the map's entry lock: someone may have joined meanwhile.
+            self.inner.rooms.remove_if(&id, |_, r| {
+                let st = r.lock();
+                st.members.is_empty() && st.empty_since.is_some_and(|t| t.elapsed() >= grace)
+            });
+        }
+        self.inner.codes.prune();
+    }
+
+    /// The address a connection's code guesses are counted against.
+    pub fn code_limited(&self, ip: IpAddr) -> bool {
+        self.inner.codes.is_limited(ip)
+    }
+}
+
+fn hook_bits(set: HookSet) -> u16 {
+    // HookSet is a bit set; compare through its public API.
+    let all = [
+        HookSet::CONNECT,
+        HookSet::MESSAGE,
+        HookSet::DIRECT,
+        HookSet::JOIN,
+        HookSet::LEAVE,
+        HookSet::CLOSE,
+        HookSet::ERROR,
+        HookSet::PING,
+        HookSet::PONG,
+    ];
+    all.iter()
+        .enumerate()
+        .filter(|(_, h)| set.contains(**h))
+        .fold(0, |acc, (i, _)| acc | (1 << i))
+}
+
+fn raw_key(endpoint: &EndpointRules) -> String {
+    format!("{}\u{0}{}", endpoint.path, endpoint.raw_room)
+}
+
+/// The `data.key` a conflating room merges on (strings and numbers).
+fn conflation_key(data: &Value) -> Option<Arc<str>> {
+    match data.get("key")? {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
+fn check_range(name: &str, value: f64, min: f64, max: f64) -> HubResult<()> {
+    if !value.is_finite() || value < min || value > max {
+        return Err(HubError::bad_request(format!(
+            "`{name}` must be within [{min}, {max}], got {value}"
+        )));
+    }
+    Ok(())
+}
+
+fn param_state(spec: &ParamSpec) -> HubResult<ParamState> {
+    let min = spec.min.unwrap_or(0.0);
+    let max = spec.max.unwrap_or(1.0);
+    if !(min.is_finite() && max.is_finite()) || min > max {
+        return Err(HubError::bad_request(format!(
+            "parameter `{}` needs finite min <= max",
+            spec.name
+        )));
+    }
+    if spec.name.is_empty() || spec.name.len() > 128 {
+        return Err(HubError::bad_request("parameter names are 1 to 128 bytes"));
+    }
+    check_range(&spec.name, spec.value, min, max)?;
+    Ok(ParamState {
+        name: spec.name.clone(),
+        value: spec.value,
+        min,
+        max,
+    })
+}
+
+/// What a joining client missed since `since`, and whether that is everything.
+fn recover(st: &RoomState, since: Option<&Since>) -> (Vec<RoomMessage>, bool) {
+    let Some(since) = since else {
+        return (Vec::new(), true);
+    };
+    if since.epoch != st.epoch || since.offset > st.offset {
+        return (Vec::new(), false);
+    }
+    if since.offset == st.offset {
+        return (Vec::new(), true);
+    }
+    let complete = st
+        .oldest_offset()
+        .is_some_and(|oldest| oldest <= since.offset + 1);
+    (st.since(since.offset, usize::MAX), complete)
+}
