@@ -1,0 +1,133 @@
+//! The command line (PROTOCOL §9): `switchboard [serve] [flags]`.
+//!
+//! Every flag has a `SWITCHBOARD_…` environment twin; clap resolves flag-over-environment
+//! and [`crate::Config::merge`] puts both over the file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use switchboard_hub::Hub;
+
+use crate::config::{Config, Overrides};
+
+/// Switchboard: a real-time WebSocket hub.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Store: sqlite://PATH, postgres://…, or memory.
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    pub store: Option<String>,
+    /// Redis URL: turns on cluster mode.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+    /// Bearer token required by the REST API.
+    #[arg(long, env = "SWITCHBOARD_API_TOKEN")]
+    pub api_token: Option<String>,
+    /// This node's id.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Log filter, e.g. info or switchboard=debug.
+    #[arg(long, env = "SWITCHBOARD_LOG")]
+    pub log: Option<String>,
+}
+
+impl From<ServeArgs> for Overrides {
+    fn from(a: ServeArgs) -> Self {
+        Overrides {
+            listen: a.listen,
+            config: a.config,
+            store: a.store,
+            redis: a.redis,
+            api_token: a.api_token,
+            node_id: a.node_id,
+            log: a.log,
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs `serve` until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.into()).context("configuration")?;
+    init_logging(&config);
+    match crate::limits::raise_nofile() {
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+    if let Some(redis) = &config.redis {
+        anyhow::bail!("cluster mode (--redis {redis}) is not available in this build yet");
+    }
+    if config.store != "memory" {
+        tracing::warn!(
+            store = %config.store,
+            "persistent stores are not built in yet: durable rooms are kept in memory only"
+        );
+    }
+    let hub = Hub::new(config.hub.clone());
+    let config = Arc::new(config);
+    let running = crate::server::serve(hub, config.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let line = format!("listening on http://{}", running.addr);
+    tracing::info!("{line}");
+    eprintln!("{line}");
+    wait_for_signal().await;
+    tracing::info!("signal received");
+    running.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,376 @@
+//! Configuration: a TOML file, then `SWITCHBOARD_…` environment variables, then flags —
+//! each overriding the one before (PROTOCOL §9, §10).
+//!
+//! [`FileConfig`] mirrors the file; [`Overrides`] carries what the command line and the
+//! environment said (clap reads both); [`Config::load`] merges them and checks every value
+//! so that a bad file stops the server at start with a clear message.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_hub::{EndpointRules, EventSet, HubConfig, Mode, SlowConsumer};
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub store: Option<String>,
+    pub redis: Option<String>,
+    pub api_token: Option<String>,
+    pub node_id: Option<String>,
+    pub log: Option<String>,
+    pub log_format: Option<String>,
+    pub shutdown_drain_ms: Option<u64>,
+    pub empty_room_grace_ms: Option<u64>,
+    pub coded_room_ttl_s: Option<u64>,
+    pub room_code_digits: Option<usize>,
+    pub discovery: Option<DiscoveryConfig>,
+    #[serde(default)]
+    pub endpoint: Vec<EndpointConfig>,
+}
+
+/// `[discovery]`: answering LAN discovery probes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    pub port: Option<u16>,
+    pub name: Option<String>,
+}
+
+/// One `[[endpoint]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub path: String,
+    #[serde(default)]
+    pub mode: Mode,
+    pub room: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_message_size: Option<usize>,
+    pub ping_interval_ms: Option<u64>,
+    pub connection_timeout_ms: Option<u64>,
+    pub auto_create_rooms: Option<bool>,
+    pub max_rooms_per_connection: Option<usize>,
+    pub room_max_connections: Option<usize>,
+    pub history_size: Option<usize>,
+    pub events: Option<Vec<String>>,
+    pub compression: Option<bool>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub require_origin: bool,
+    pub queue_size: Option<usize>,
+    pub slow_consumer: Option<SlowConsumer>,
+    pub accepts_per_second: Option<u32>,
+    pub auth: Option<toml::Table>,
+    pub rate_limit: Option<toml::Table>,
+    pub hooks: Option<toml::Table>,
+}
+
+/// What the command line and environment set; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub config: Option<PathBuf>,
+    pub store: Option<String>,
+    pub redis: Option<String>,
+    pub api_token: Option<String>,
+    pub node_id: Option<String>,
+    pub log: Option<String>,
+}
+
+/// One endpoint, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub rules: Arc<EndpointRules>,
+    pub allowed_origins: Vec<String>,
+    pub require_origin: bool,
+    pub accepts_per_second: u32,
+}
+
+/// The merged, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: String,
+    pub redis: Option<String>,
+    pub api_token: Option<String>,
+    pub log: String,
+    pub log_json: bool,
+    pub shutdown_drain: Duration,
+    pub hub: HubConfig,
+    pub discovery: DiscoveryConfig,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Config {
+    /// Reads the file named by the overrides (if any) and applies the overrides.
+    pub fn load(over: Overrides) -> Result<Config, ConfigError> {
+        let file = match &over.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(file, over)
+    }
+
+    /// Merges a parsed file with the overrides.
+    pub fn merge(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
+        let listen_s = over
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|e| invalid("listen", format!("`{listen_s}` is not HOST:PORT ({e})")))?;
+        let node_id = over
+            .node_id
+            .or(file.node_id)
+            .unwrap_or_else(|| format!("node-{:04x}", rand::random::<u16>()));
+        if node_id.is_empty()
+            || !node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid("node_id", "use letters, digits, `-` and `_`"));
+        }
+        let defaults = HubConfig::default();
+        let hub = HubConfig {
+            node_id,
+            empty_room_grace: file
+                .empty_room_grace_ms
+                .map_or(defaults.empty_room_grace, Duration::from_millis),
+            coded_room_ttl: file
+                .coded_room_ttl_s
+                .map_or(defaults.coded_room_ttl, Duration::from_secs),
+            code_digits: file.room_code_digits.unwrap_or(defaults.code_digits),
+            ..defaults
+        };
+        if !(4..=8).contains(&hub.code_digits) {
+            return Err(invalid("room_code_digits", "must be 4 to 8"));
+        }
+        let log_format = file.log_format.unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(invalid("log_format", format!("`{other}`: use text or json"))),
+        };
+        let mut endpoints = Vec::new();
+        for (i, e) in file.endpoint.into_iter().enumerate() {
+            endpoints.push(endpoint(i, e)?);
+        }
+        if endpoints.is_empty() {
+            endpoints.push(Endpoint {
+                rules: Arc::new(EndpointRules::new("/ws")),
+                allowed_origins: Vec::new(),
+                require_origin: false,
+                accepts_per_second: 0,
+            });
+        }
+        for (i, a) in endpoints.iter().enumerate() {
+            if endpoints[..i].iter().any(|b| b.rules.path == a.rules.path) {
+                return Err(invalid("endpoint.path", format!("`{}` is declared twice", a.rules.path)));
+            }
+        }
+        Ok(Config {
+            listen,
+            store: over
+                .store
+                .or(file.store)
+                .unwrap_or_else(|| "sqlite://switchboard.db".into()),
+            redis: over.redis.or(file.redis),
+            api_token: over.api_token.or(file.api_token).filter(|t| !t.is_empty()),
+            log: over.log.or(file.log).unwrap_or_else(|| "info".into()),
+            log_json,
+            shutdown_drain: Duration::from_millis(file.shutdown_drain_ms.unwrap_or(5000)),
+            hub,
+            discovery: file.discovery.unwrap_or_default(),
+            endpoints,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
+    let key = |k: &str| format!("endpoint[{i}].{k}");
+    if !e.path.starts_with('/') || e.path.len() < 2 && e.path != "/" {
+        return Err(invalid(key("path"), "must start with `/`"));
+    }
+    if matches!(e.path.as_str(), "/" | "/admin" | "/healthz" | "/readyz" | "/metrics" | "/client.js")
+        || e.path.starts_with("/api/")
+    {
+        return Err(invalid(key("path"), format!("`{}` is reserved", e.path)));
+    }
+    // Features that belong to later work are refused rather than silently ignored:
+    // a deployment that asks for auth must never run without it.
+    for (name, set) in [
+        ("auth", e.auth.is_some()),
+        ("hooks", e.hooks.is_some()),
+        ("rate_limit", e.rate_limit.is_some()),
+        ("compression", e.compression == Some(true)),
+    ] {
+        if set {
+            return Err(invalid(key(name), "is not supported by this build yet"));
+        }
+    }
+    let mut r = EndpointRules::new(e.path);
+    r.mode = e.mode;
+    if let Some(room) = e.room {
+        if !switchboard_protocol::room_id::is_valid(&room) {
+            return Err(invalid(key("room"), format!("`{room}` is not a valid room id")));
+        }
+        r.raw_room = room;
+    }
+    let positive = |k: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(key(k), "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(d),
+        }
+    };
+    r.max_connections = positive("max_connections", e.max_connections, r.max_connections)?;
+    r.max_message_size = positive("max_message_size", e.max_message_size, r.max_message_size)?;
+    r.max_rooms_per_connection = positive(
+        "max_rooms_per_connection",
+        e.max_rooms_per_connection,
+        r.max_rooms_per_connection,
+    )?;
+    r.room_max_connections = positive(
+        "room_max_connections",
+        e.room_max_connections,
+        r.room_max_connections,
+    )?;
+    r.queue_size = positive("queue_size", e.queue_size, r.queue_size)?;
+    if let Some(ms) = e.ping_interval_ms {
+        if ms < 10 {
+            return Err(invalid(key("ping_interval_ms"), "must be at least 10"));
+        }
+        r.ping_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = e.connection_timeout_ms {
+        if ms < 10 {
+            return Err(invalid(key("connection_timeout_ms"), "must be at least 10"));
+        }
+        r.connection_timeout = Duration::from_millis(ms);
+    }
+    if let Some(b) = e.auto_create_rooms {
+        r.auto_create_rooms = b;
+    }
+    if let Some(h) = e.history_size {
+        r.history_size = h;
+    }
+    if let Some(names) = &e.events {
+        r.events = EventSet::from_names(names.iter().map(String::as_str))
+            .map_err(|bad| invalid(key("events"), format!("unknown message type `{bad}`")))?;
+    }
+    if let Some(p) = e.slow_consumer {
+        r.slow_consumer = p;
+    }
+    for o in &e.allowed_origins {
+        if o.is_empty() || o.contains(char::is_whitespace) {
+            return Err(invalid(key("allowed_origins"), format!("`{o}` is not an origin")));
+        }
+    }
+    Ok(Endpoint {
+        rules: Arc::new(r),
+        allowed_origins: e.allowed_origins,
+        require_origin: e.require_origin,
+        accepts_per_second: e.accepts_per_second.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> FileConfig {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file = parse("listen = \"127.0.0.1:9000\"\nstore = \"memory\"\n");
+        let over = Overrides {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let c = Config::merge(file, over).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.store, "memory");
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.endpoints[0].rules.path, "/ws");
+        assert_eq!(c.shutdown_drain, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn endpoint_tables_are_read_with_their_limits() {
+        let file = parse(
+            r#"
+            [[endpoint]]
+            path = "/chat"
+            mode = "raw"
+            room = "lobby"
+            max_message_size = 1024
+            events = ["join", "publish"]
+            slow_consumer = "drop"
+            "#,
+        );
+        let c = Config::merge(file, Overrides::default()).unwrap();
+        let r = &c.endpoints[0].rules;
+        assert_eq!(r.mode, Mode::Raw);
+        assert_eq!(r.raw_room, "lobby");
+        assert_eq!(r.max_message_size, 1024);
+        assert!(r.events.allows("join") && !r.events.allows("direct"));
+        assert_eq!(r.slow_consumer, SlowConsumer::Drop);
+    }
+
+    #[test]
+    fn mistakes_are_reported_by_key() {
+        let bad = |s: &str| Config::merge(parse(s), Overrides::default()).unwrap_err().to_string();
+        assert!(bad("[[endpoint]]\npath = \"/ws\"\nevents = [\"jump\"]").contains("jump"));
+        assert!(bad("[[endpoint]]\npath = \"/ws\"\nqueue_size = 0").contains("queue_size"));
+        assert!(bad("[[endpoint]]\npath = \"/api/x\"").contains("reserved"));
+        assert!(bad("[[endpoint]]\npath = \"/a\"\n[[endpoint]]\npath = \"/a\"").contains("twice"));
+        assert!(bad("listen = \"nowhere\"").contains("listen"));
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! The Switchboard server: WebSocket endpoints, REST API, configuration and the
+//! `switchboard` binary, around a [`switchboard_hub::Hub`].
+//!
+//! Where to start: [`server::serve`] binds and runs everything; [`ws`] answers upgrade
+//! requests and hands sockets to the hub's connection driver through [`transport`];
+//! [`api`] is the REST surface; [`config`] reads TOML, environment and flags.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod limits;
+pub mod origin;
+pub mod server;
+pub mod transport;
+pub mod web;
+pub mod ws;
+
+pub use config::{Config, Overrides};
+pub use server::{Running, serve};

@@ -1,0 +1,133 @@
+//! Serving: the accept loop, the router, and graceful shutdown.
+//!
+//! We run our own accept loop (rather than `axum::serve`) to set TCP_NODELAY on every
+//! socket — batching already happens in the connection writer, so Nagle only adds
+//! latency — to tag each request with the peer address, and to stop accepting the
+//! moment shutdown begins.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::{any, get};
+use hyper_util::rt::TokioIo;
+use switchboard_hub::Hub;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_service::Service;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::web;
+use crate::ws::{self, EndpointState, RemoteAddr};
+
+/// The HTTP router: endpoints, REST API, health, web pages.
+pub fn router(hub: &Hub, config: &Config) -> Router {
+    let mut app = Router::new();
+    for ep in &config.endpoints {
+        let state = EndpointState::new(ep.clone());
+        let hub = hub.clone();
+        app = app.route(
+            &ep.rules.path,
+            any(move |req: Request| ws::upgrade(hub.clone(), state.clone(), req)),
+        );
+    }
+    let default_ws = config
+        .endpoints
+        .iter()
+        .find(|e| e.rules.mode == switchboard_hub::Mode::Protocol)
+        .map(|e| e.rules.path.clone())
+        .unwrap_or_else(|| "/ws".into());
+    app.merge(api::router(ApiState {
+        hub: hub.clone(),
+        api_token: config.api_token.clone(),
+    }))
+    .route("/healthz", get(api::healthz))
+    .route("/readyz", get(api::readyz).with_state(hub.clone()))
+    .merge(web::router(default_ws))
+}
+
+/// A running server: its address and a way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown and waits for it to finish.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after [`Running::stop`] or a fatal error).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that triggers shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds the listener and serves until shutdown is signalled; then drains connections
+/// over `config.shutdown_drain` and returns.
+pub async fn serve(hub: Hub, config: Arc<Config>) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(&hub, &config);
+    let (tx, mut rx) = watch::channel(false);
+    let maintenance = hub.spawn_maintenance();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off briefly
+                            // instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(RemoteAddr(peer));
+                            let mut app = app.clone();
+                            async move { app.call(req.map(axum::body::Body::new)).await }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(std::time::Duration::from_secs(10))
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .with_upgrades();
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "http connection ended with an error");
+                        }
+                    });
+                }
+                _ = rx.changed() => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: draining connections");
+        hub.shutdown(config.shutdown_drain).await;
+        // Give writers a moment to flush their close frames, bounded.
+        if !hub.wait_idle(std::time::Duration::from_secs(3)).await {
+            tracing::warn!(left = hub.connection_count(), "connections still open at exit");
+        }
+        maintenance.abort();
+    });
+    Ok(Running {
+        addr,
+        shutdown: tx,
+        task,
+    })
+}
