@@ -405,6 +405,25 @@ impl Hub {
         rooms
     }
 
+    /// A room's epoch, latest offset and history: messages after `since`, or the newest
+    /// ones, oldest first, at most `limit`.
+    pub fn history(&self, id: &str, since: Option<u64>, limit: usize) -> Option<(String, u64, Vec<RoomMessage>)> {
+        let room = self.room(id)?;
+        let st = room.lock();
+        let messages = match since {
+            Some(s) => st.since(s, limit),
+            None => st.latest(limit),
+        };
+        Some((st.epoch.clone(), st.offset, messages))
+    }
+
+    /// A room's members.
+    pub fn members(&self, id: &str) -> Option<Vec<switchboard_protocol::Member>> {
+        let room = self.room(id)?;
+        let st = room.lock();
+        Some(st.members.values().map(MemberEntry::member).collect())
+    }
+
     /// Creates a room explicitly (REST, embedding).
     pub async fn create_room(&self, spec: RoomSpec) -> HubResult<RoomInfo> {
         let id = match spec.id {
