@@ -36,7 +36,13 @@ async fn main() -> std::io::Result<()> {
     std::thread::spawn(move || {
         loop {
             while let Ok(ev) = rt.pop() {
-                println!("[rt] {:?} {} = {} at {}", ev.kind, ev.name.as_str(), ev.value, ev.at_ms);
+                println!(
+                    "[rt] {:?} {} = {} at {}",
+                    ev.kind,
+                    ev.name.as_str(),
+                    ev.value,
+                    ev.at_ms
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }

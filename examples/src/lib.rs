@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use switchboard_hub::{ConnectInfo, EndpointRules, Hub, Incoming, Outgoing, Transport, TransportError, driver};
+use switchboard_hub::{
+    ConnectInfo, EndpointRules, Hub, Incoming, Outgoing, Transport, TransportError, driver,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -51,7 +53,10 @@ impl Transport for Plain {
                 return Err(TransportError::Io(e.to_string()));
             }
         }
-        self.0.flush().await.map_err(|e| TransportError::Io(e.to_string()))
+        self.0
+            .flush()
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))
     }
 
     async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError> {

@@ -1,5 +1,7 @@
 //! The hub served without axum answers a real client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -29,15 +31,29 @@ async fn plain_tungstenite_transport_serves_the_protocol() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(switchboard_examples::serve(hub.clone(), listener));
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "welcome");
-    ws.send(Message::text(json!({"type":"join","room":"r","id":1}).to_string())).await.unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "joined");
-    ws.send(Message::text(json!({"type":"publish","room":"r","data":"hi","id":2}).to_string()))
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
         .await
         .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    ws.send(Message::text(
+        json!({"type":"join","room":"r","id":1}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "joined");
+    ws.send(Message::text(
+        json!({"type":"publish","room":"r","data":"hi","id":2}).to_string(),
+    ))
+    .await
+    .unwrap();
     let m = next_json(&mut ws).await;
-    assert_eq!((m["type"].as_str(), m["offset"].as_u64()), (Some("message"), Some(1)));
-    assert_eq!(next_json(&mut ws).await, json!({"type":"ack","id":2,"room":"r","offset":1}));
+    assert_eq!(
+        (m["type"].as_str(), m["offset"].as_u64()),
+        (Some("message"), Some(1))
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type":"ack","id":2,"room":"r","offset":1})
+    );
     assert_eq!(hub.room_info("r").unwrap().members_count, 1);
 }

@@ -18,7 +18,7 @@ use crate::error::{HubError, HubResult};
 use crate::events::{HubEvent, RtKind};
 use crate::frame::{Payload, SharedFrame};
 use crate::hooks::{Decision, HookSet};
-use crate::hub::Hub;
+use crate::hub::{Hub, JoinArgs};
 use crate::room::MemberEntry;
 
 /// Default and largest page for `presence` and `history`.
@@ -30,7 +30,10 @@ enum Outcome {
     /// This typed reply (carrying the request's id).
     Reply(ServerMessage),
     /// An `ack` when the request had an id, with the room and offset when known.
-    Ack { room: Option<String>, offset: Option<u64> },
+    Ack {
+        room: Option<String>,
+        offset: Option<u64>,
+    },
     /// The handler already queued its reply.
     Replied,
 }
@@ -50,7 +53,8 @@ impl Hub {
         let req = match decode_client(frame, conn.encoding()) {
             Ok(req) => req,
             Err(e) => {
-                self.reply_error(conn, e.id, HubError::new(e.code, e.message)).await;
+                self.reply_error(conn, e.id, HubError::new(e.code, e.message))
+                    .await;
                 return;
             }
         };
@@ -80,21 +84,37 @@ impl Hub {
             return;
         }
         let result = match msg {
-            ClientMessage::Ping { client_time } => self.on_ping(conn, id.clone(), client_time).await,
+            ClientMessage::Ping { client_time } => {
+                self.on_ping(conn, id.clone(), client_time).await
+            }
             ClientMessage::Join {
                 room,
                 code,
                 since,
                 meta,
             } => self
-                .join_room(conn, id.clone(), &room, code.as_deref(), since.as_ref(), meta, false)
+                .join_room(
+                    conn,
+                    JoinArgs {
+                        id: id.clone(),
+                        room: &room,
+                        code: code.as_deref(),
+                        since: since.as_ref(),
+                        meta,
+                        trusted: false,
+                    },
+                )
                 .await
                 // `joined` is queued by join_room itself, under the room lock.
                 .map(|()| Outcome::Replied),
-            ClientMessage::Leave { room: Some(room) } => self
-                .leave_room(conn, &room)
-                .await
-                .map(|()| Outcome::Reply(ServerMessage::Left { id: id.clone(), room })),
+            ClientMessage::Leave { room: Some(room) } => {
+                self.leave_room(conn, &room).await.map(|()| {
+                    Outcome::Reply(ServerMessage::Left {
+                        id: id.clone(),
+                        room,
+                    })
+                })
+            }
             ClientMessage::Leave { room: None } => ack(),
             ClientMessage::Publish {
                 room,
@@ -153,7 +173,12 @@ impl Hub {
         conn.send(Payload::msg(ServerMessage::error(id, e.code, e.message)));
     }
 
-    async fn on_ping(&self, conn: &Arc<Connection>, id: Option<RequestId>, client_time: Option<i64>) -> Reply {
+    async fn on_ping(
+        &self,
+        conn: &Arc<Connection>,
+        id: Option<RequestId>,
+        client_time: Option<i64>,
+    ) -> Reply {
         if let Some(h) = self.hook(HookSet::PING) {
             h.on_ping(conn).await;
         }
@@ -183,7 +208,9 @@ impl Hub {
         let event_data = self.inner.events.wanted().then(|| data.clone());
         let me = conn.id();
         let offset = self
-            .deliver(&room, data, conn.client_id(), Some(me), |cid| exclude_self && cid == me)
+            .deliver(&room, data, conn.client_id(), Some(me), |cid| {
+                exclude_self && cid == me
+            })
             .await?;
         if let Some(data) = event_data {
             self.inner.events.emit(HubEvent::Message {
@@ -205,7 +232,9 @@ impl Hub {
             None => self.client_connections(to),
         };
         if targets.is_empty() {
-            return Err(HubError::not_found(format!("no client or connection `{to}`")));
+            return Err(HubError::not_found(format!(
+                "no client or connection `{to}`"
+            )));
         }
         if let Some(h) = self.hook(HookSet::DIRECT) {
             match h.on_direct(conn, to, &data).await {
@@ -298,7 +327,14 @@ impl Hub {
         ack()
     }
 
-    fn on_param(&self, conn: &Connection, room_id: &str, param: String, value: f64, at: Option<i64>) -> Reply {
+    fn on_param(
+        &self,
+        conn: &Connection,
+        room_id: &str,
+        param: String,
+        value: f64,
+        at: Option<i64>,
+    ) -> Reply {
         let room = self.member_room(conn, room_id)?;
         {
             let mut st = room.lock();
@@ -385,7 +421,10 @@ impl Hub {
 
 fn page_limit(limit: Option<u32>) -> HubResult<usize> {
     match limit.unwrap_or(DEFAULT_PAGE) {
-        0 => Err(HubError::new(ErrorCode::BadRequest, "`limit` must be at least 1")),
+        0 => Err(HubError::new(
+            ErrorCode::BadRequest,
+            "`limit` must be at least 1",
+        )),
         n => Ok(n.min(MAX_PAGE) as usize),
     }
 }

@@ -15,14 +15,47 @@ use tokio::sync::broadcast;
 /// Something a client did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubEvent {
-    Connected { connection_id: String, client_id: String },
-    Disconnected { connection_id: String, client_id: String },
-    Joined { connection_id: String, room: String },
-    Left { connection_id: String, room: String },
-    Message { connection_id: String, room: String, offset: u64, data: Value },
-    Direct { connection_id: String, to: String, data: Value },
-    Param { connection_id: String, room: String, param: String, value: f64, at: Option<i64> },
-    Trigger { connection_id: String, room: String, name: String, data: Value, at: i64 },
+    Connected {
+        connection_id: String,
+        client_id: String,
+    },
+    Disconnected {
+        connection_id: String,
+        client_id: String,
+    },
+    Joined {
+        connection_id: String,
+        room: String,
+    },
+    Left {
+        connection_id: String,
+        room: String,
+    },
+    Message {
+        connection_id: String,
+        room: String,
+        offset: u64,
+        data: Value,
+    },
+    Direct {
+        connection_id: String,
+        to: String,
+        data: Value,
+    },
+    Param {
+        connection_id: String,
+        room: String,
+        param: String,
+        value: f64,
+        at: Option<i64>,
+    },
+    Trigger {
+        connection_id: String,
+        room: String,
+        name: String,
+        data: Value,
+        at: i64,
+    },
     /// The subscriber fell behind and missed this many events.
     Lagged(u64),
 }

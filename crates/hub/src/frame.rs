@@ -45,7 +45,9 @@ impl SharedFrame {
                 // Only values JSON cannot hold can fail here, and inputs are parsed from
                 // JSON or MessagePack-to-JSON, so this is a bug; say so instead of dying.
                 tracing::error!(error = %e, "failed to encode an outbound message");
-                Bytes::from_static(br#"{"type":"error","code":"INTERNAL","message":"encoding failed"}"#)
+                Bytes::from_static(
+                    br#"{"type":"error","code":"INTERNAL","message":"encoding failed"}"#,
+                )
             }
         })
         .clone()

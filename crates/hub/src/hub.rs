@@ -19,8 +19,7 @@ use futures_util::Stream;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use switchboard_protocol::{
-    CloseCode, ErrorCode, Map, ParamState, RequestId, RoomMessage, ServerMessage, Since,
-    room_id,
+    CloseCode, ErrorCode, Map, ParamState, RequestId, RoomMessage, ServerMessage, Since, room_id,
 };
 
 use crate::broker::Broker;
@@ -33,7 +32,9 @@ use crate::events::{EventSinks, HubEvent, RtEvent, RtKind, ShortStr};
 use crate::frame::{Payload, SharedFrame};
 use crate::hooks::{ConnectRequest, Decision, HookSet, Hooks};
 use crate::queue::RoomTag;
-use crate::room::{CodeSpec, MemberEntry, ParamSpec, Room, RoomInfo, RoomSpec, RoomState, new_epoch};
+use crate::room::{
+    CodeSpec, MemberEntry, ParamSpec, Room, RoomInfo, RoomSpec, RoomState, new_epoch,
+};
 use crate::store::{MemoryStore, Store};
 
 /// Hub-wide settings (per-endpoint ones are in [`EndpointRules`]).
@@ -87,6 +88,17 @@ pub(crate) struct Inner {
     broker: RwLock<Option<Arc<dyn Broker>>>,
     codes: CodeGuard,
     shutting_down: AtomicBool,
+}
+
+/// A join request, from a client or the server side.
+pub(crate) struct JoinArgs<'a> {
+    pub id: Option<RequestId>,
+    pub room: &'a str,
+    pub code: Option<&'a str>,
+    pub since: Option<&'a Since>,
+    pub meta: Option<Map>,
+    /// Server-side joins skip the room code.
+    pub trusted: bool,
 }
 
 /// The hub. Cheap to clone: every clone is a handle on the same hub.
@@ -225,7 +237,8 @@ impl Hub {
         slot: Option<ConnectionSlot>,
     ) -> Arc<Connection> {
         let n = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let id: Arc<str> = format!("{}.{}.{:x}", self.inner.config.node_id, self.inner.boot, n).into();
+        let id: Arc<str> =
+            format!("{}.{}.{:x}", self.inner.config.node_id, self.inner.boot, n).into();
         let conn = Arc::new(Connection::new(id.clone(), info, endpoint.clone(), slot));
         self.inner.connections.insert(id, conn.clone());
         self.inner
@@ -407,7 +420,12 @@ impl Hub {
 
     /// A room's epoch, latest offset and history: messages after `since`, or the newest
     /// ones, oldest first, at most `limit`.
-    pub fn history(&self, id: &str, since: Option<u64>, limit: usize) -> Option<(String, u64, Vec<RoomMessage>)> {
+    pub fn history(
+        &self,
+        id: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Option<(String, u64, Vec<RoomMessage>)> {
         let room = self.room(id)?;
         let st = room.lock();
         let messages = match since {
@@ -567,15 +585,20 @@ impl Hub {
     pub(crate) async fn join_room(
         &self,
         conn: &Arc<Connection>,
-        id: Option<RequestId>,
-        room_id: &str,
-        code: Option<&str>,
-        since: Option<&Since>,
-        meta: Option<Map>,
-        trusted: bool,
+        join: JoinArgs<'_>,
     ) -> HubResult<()> {
+        let JoinArgs {
+            id,
+            room: room_id,
+            code,
+            since,
+            meta,
+            trusted,
+        } = join;
         if !room_id::is_valid(room_id) {
-            return Err(HubError::bad_request(format!("invalid room id `{room_id}`")));
+            return Err(HubError::bad_request(format!(
+                "invalid room id `{room_id}`"
+            )));
         }
         let already = conn.in_room(room_id);
         if !already && conn.room_count() >= conn.endpoint().max_rooms_per_connection {
@@ -589,7 +612,8 @@ impl Hub {
             self.check_code(conn, &room, room_id, code)?;
         }
         if let Some(h) = self.hook(HookSet::JOIN)
-            && let Decision::Reject { code, message } = h.on_join(conn, room_id, meta.as_ref()).await
+            && let Decision::Reject { code, message } =
+                h.on_join(conn, room_id, meta.as_ref()).await
         {
             return Err(HubError::new(code, message));
         }
@@ -728,7 +752,9 @@ impl Hub {
     /// Takes `conn` out of `room`.
     pub(crate) async fn leave_room(&self, conn: &Arc<Connection>, room_id: &str) -> HubResult<()> {
         if !room_id::is_valid(room_id) {
-            return Err(HubError::bad_request(format!("invalid room id `{room_id}`")));
+            return Err(HubError::bad_request(format!(
+                "invalid room id `{room_id}`"
+            )));
         }
         if self.room(room_id).is_none() {
             return Err(HubError::invalid_room(room_id));
@@ -749,7 +775,18 @@ impl Hub {
         if self.room(room).is_none() {
             return Err(HubError::not_found(format!("no room `{room}`")));
         }
-        self.join_room(&conn, None, room, None, None, None, true).await
+        self.join_room(
+            &conn,
+            JoinArgs {
+                id: None,
+                room,
+                code: None,
+                since: None,
+                meta: None,
+                trusted: true,
+            },
+        )
+        .await
     }
 
     /// Takes a connection out of a room from the server side; it gets `left`.
@@ -768,7 +805,9 @@ impl Hub {
     /// The room for a room-scoped request by `conn`: it must exist and `conn` must be in it.
     pub(crate) fn member_room(&self, conn: &Connection, room_id: &str) -> HubResult<Arc<Room>> {
         if !room_id::is_valid(room_id) {
-            return Err(HubError::bad_request(format!("invalid room id `{room_id}`")));
+            return Err(HubError::bad_request(format!(
+                "invalid room id `{room_id}`"
+            )));
         }
         let room = self
             .room(room_id)
@@ -786,8 +825,10 @@ impl Hub {
         let r = self
             .room(room)
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
-        self.deliver(&r, data, "server", None, |cid| except.iter().any(|e| e == cid))
-            .await
+        self.deliver(&r, data, "server", None, |cid| {
+            except.iter().any(|e| e == cid)
+        })
+        .await
     }
 
     /// Assigns the next offset, records the message in history, and queues it for every
@@ -829,7 +870,9 @@ impl Hub {
             };
             for (cid, m) in &st.members {
                 if !skip(cid) {
-                    m.conn.queue().push_room(Payload::Msg(frame.clone()), tag.clone());
+                    m.conn
+                        .queue()
+                        .push_room(Payload::Msg(frame.clone()), tag.clone());
                 }
             }
             let durable = st.durable;
@@ -879,7 +922,9 @@ impl Hub {
         };
         let frame = SharedFrame::new(ServerMessage::Message(message));
         for m in st.members.values() {
-            m.conn.queue().push_room(Payload::Msg(frame.clone()), tag.clone());
+            m.conn
+                .queue()
+                .push_room(Payload::Msg(frame.clone()), tag.clone());
         }
         st.remember(frame);
     }
@@ -900,7 +945,7 @@ impl Hub {
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
         let state = {
             let mut st = r.lock();
-            let state = match st.param_mut(&spec.name) {
+            match st.param_mut(&spec.name) {
                 Some(p) => {
                     if let Some(min) = spec.min {
                         p.min = min;
@@ -917,8 +962,7 @@ impl Hub {
                     st.params.push(p.clone());
                     p
                 }
-            };
-            state
+            }
         };
         self.room_event(
             &r,
@@ -934,7 +978,14 @@ impl Hub {
         Ok(state)
     }
 
-    pub(crate) fn emit_rt(&self, kind: RtKind, room: &str, name: &str, value: f64, at: Option<i64>) {
+    pub(crate) fn emit_rt(
+        &self,
+        kind: RtKind,
+        room: &str,
+        name: &str,
+        value: f64,
+        at: Option<i64>,
+    ) {
         if self.inner.events.rt_wanted() {
             self.inner.events.emit_rt(RtEvent {
                 kind,
@@ -1008,7 +1059,8 @@ impl Hub {
                     retry_after_ms: Some(retry_after_ms),
                 }));
             }
-            conn.queue().close(CloseCode::GOING_AWAY.0, "server shutdown");
+            conn.queue()
+                .close(CloseCode::GOING_AWAY.0, "server shutdown");
         }
     }
 

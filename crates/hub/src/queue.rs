@@ -144,10 +144,7 @@ impl OutQueue {
                 q.items.push_back(entry);
                 Pushed::Queued
             } else {
-                let policy = entry
-                    .tag
-                    .as_ref()
-                    .map_or(SlowConsumer::Drop, |t| t.policy);
+                let policy = entry.tag.as_ref().map_or(SlowConsumer::Drop, |t| t.policy);
                 if policy != SlowConsumer::Disconnect && self.drop_oldest(&mut q) {
                     q.items.push_back(entry);
                     Pushed::Queued
@@ -177,11 +174,7 @@ impl OutQueue {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         let off = tag.offset;
         // Extend the newest gap of this room when the dropped offset follows it.
-        if let Some((_, g)) = q
-            .gaps
-            .iter_mut()
-            .rev()
-            .find(|(room, _)| *room == tag.room)
+        if let Some((_, g)) = q.gaps.iter_mut().rev().find(|(room, _)| *room == tag.room)
             && g.to + 1 == off
         {
             g.to = off;
@@ -334,7 +327,10 @@ mod tests {
         t.policy = SlowConsumer::Disconnect;
         assert_eq!(q.push_room(p, t), Pushed::Overflowed);
         assert_eq!(drain(&q), vec![json!({"close": 4008})]);
-        assert_eq!(q.push(Payload::msg(ServerMessage::ack(None))), Pushed::Closing);
+        assert_eq!(
+            q.push(Payload::msg(ServerMessage::ack(None))),
+            Pushed::Closing
+        );
     }
 
     #[test]
@@ -345,8 +341,14 @@ mod tests {
             assert_eq!(q.push_room(p, t), Pushed::Queued);
         }
         let got = drain(&q);
-        assert_eq!(got[0], json!({"type":"gap","room":"r","from_offset":1,"to_offset":3}));
-        let offsets: Vec<_> = got[1..].iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+        assert_eq!(
+            got[0],
+            json!({"type":"gap","room":"r","from_offset":1,"to_offset":3})
+        );
+        let offsets: Vec<_> = got[1..]
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
         assert_eq!(offsets, vec![4, 5, 6]);
         assert_eq!(q.dropped(), 3);
     }
@@ -359,7 +361,10 @@ mod tests {
             t.policy = SlowConsumer::Conflate;
             q.push_room(p, t);
         }
-        let offsets: Vec<_> = drain(&q).iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+        let offsets: Vec<_> = drain(&q)
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
         assert_eq!(offsets, vec![2, 4]);
     }
 
@@ -369,7 +374,10 @@ mod tests {
         q.push(Payload::msg(ServerMessage::ack(Some(1.into()))));
         q.close(1000, "bye");
         let got = drain(&q);
-        assert_eq!(got, vec![json!({"type":"ack","id":1}), json!({"close": 1000})]);
+        assert_eq!(
+            got,
+            vec![json!({"type":"ack","id":1}), json!({"close": 1000})]
+        );
         let mut out = Vec::new();
         assert!(!q.drain_into(&mut out, Encoding::Json));
         assert!(out.is_empty());

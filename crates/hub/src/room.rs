@@ -163,7 +163,9 @@ impl RoomState {
 
     /// The oldest offset still in history, if any.
     pub fn oldest_offset(&self) -> Option<u64> {
-        self.history.front().and_then(|f| message_of(f).map(|m| m.offset))
+        self.history
+            .front()
+            .and_then(|f| message_of(f).map(|m| m.offset))
     }
 
     /// Messages with offset > `since`, oldest first, at most `limit`.

@@ -108,7 +108,11 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         };
         Ok(match since {
-            Some(s) => ring.range(s + 1..).take(limit).map(|(_, m)| m.clone()).collect(),
+            Some(s) => ring
+                .range(s + 1..)
+                .take(limit)
+                .map(|(_, m)| m.clone())
+                .collect(),
             None => {
                 let skip = ring.len().saturating_sub(limit);
                 ring.values().skip(skip).cloned().collect()

@@ -1,14 +1,16 @@
 //! The hub's rules, exercised without sockets: a connection is registered with
 //! `Hub::connect` and its outbound queue is read directly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard_hub::{
-    ConnectInfo, Connection, Decision, EndpointRules, HookSet, Hooks, Hub, HubConfig, HubEvent, Outgoing,
-    ParamSpec, RoomSpec, RtKind, SlowConsumer,
+    ConnectInfo, Connection, Decision, EndpointRules, HookSet, Hooks, Hub, HubConfig, HubEvent,
+    Outgoing, ParamSpec, RoomSpec, RtKind, SlowConsumer,
 };
 use switchboard_protocol::Encoding;
 
@@ -59,7 +61,9 @@ async fn send(hub: &Hub, c: &Arc<Connection>, v: Value) -> Vec<Value> {
 }
 
 fn types(v: &[Value]) -> Vec<&str> {
-    v.iter().map(|m| m["type"].as_str().unwrap_or("?")).collect()
+    v.iter()
+        .map(|m| m["type"].as_str().unwrap_or("?"))
+        .collect()
 }
 
 #[tokio::test]
@@ -72,13 +76,29 @@ async fn publish_assigns_consecutive_offsets_and_acks() {
     send(&hub, &b, json!({"type":"join","room":"x"})).await;
     drain(&a);
     for i in 1..=3u64 {
-        let got = send(&hub, &a, json!({"type":"publish","room":"x","data":i,"id":i})).await;
+        let got = send(
+            &hub,
+            &a,
+            json!({"type":"publish","room":"x","data":i,"id":i}),
+        )
+        .await;
         assert_eq!(got[0]["offset"], i);
         assert_eq!(got[1], json!({"type":"ack","id":i,"room":"x","offset":i}));
     }
-    let got = send(&hub, &a, json!({"type":"publish","room":"x","data":4,"exclude_self":true})).await;
-    assert!(got.is_empty(), "exclude_self and no id: nothing back, got {got:?}");
-    let offsets: Vec<_> = drain(&b).iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    let got = send(
+        &hub,
+        &a,
+        json!({"type":"publish","room":"x","data":4,"exclude_self":true}),
+    )
+    .await;
+    assert!(
+        got.is_empty(),
+        "exclude_self and no id: nothing back, got {got:?}"
+    );
+    let offsets: Vec<_> = drain(&b)
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![1, 2, 3, 4]);
 }
 
@@ -101,7 +121,12 @@ async fn room_rules_give_the_right_errors() {
     assert_eq!(e[0]["code"], "ROOM_FULL");
     let e = send(&hub, &b, json!({"type":"publish","room":"one","data":1})).await;
     assert_eq!(e[0]["code"], "NOT_IN_ROOM");
-    let e = send(&hub, &b, json!({"type":"publish","room":"nowhere","data":1})).await;
+    let e = send(
+        &hub,
+        &b,
+        json!({"type":"publish","room":"nowhere","data":1}),
+    )
+    .await;
     assert_eq!(e[0]["code"], "INVALID_ROOM");
     let e = send(&hub, &b, json!({"type":"direct","to":"nobody","data":1})).await;
     assert_eq!(e[0]["code"], "NOT_FOUND");
@@ -120,9 +145,19 @@ async fn disabled_events_and_auto_create_off() {
     let a = connect(&hub, "a", &r);
     let e = send(&hub, &a, json!({"type":"join","room":"new","id":1})).await;
     assert_eq!(e[0]["code"], "INVALID_ROOM");
-    let e = send(&hub, &a, json!({"type":"publish","room":"new","data":1,"id":2})).await;
+    let e = send(
+        &hub,
+        &a,
+        json!({"type":"publish","room":"new","data":1,"id":2}),
+    )
+    .await;
     assert_eq!(e[0]["code"], "FORBIDDEN");
-    hub.create_room(RoomSpec { id: Some("new".into()), ..Default::default() }).await.unwrap();
+    hub.create_room(RoomSpec {
+        id: Some("new".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let j = send(&hub, &a, json!({"type":"join","room":"new","id":3})).await;
     assert_eq!(j[0]["type"], "joined");
 }
@@ -131,7 +166,9 @@ async fn disabled_events_and_auto_create_off() {
 async fn presence_pages_and_events() {
     let hub = hub();
     let r = rules(|_| {});
-    let conns: Vec<_> = (0..5).map(|i| connect(&hub, &format!("c{i}"), &r)).collect();
+    let conns: Vec<_> = (0..5)
+        .map(|i| connect(&hub, &format!("c{i}"), &r))
+        .collect();
     for c in &conns {
         send(&hub, c, json!({"type":"join","room":"p"})).await;
     }
@@ -147,7 +184,13 @@ async fn presence_pages_and_events() {
         }
         let page = send(&hub, &conns[0], req).await.remove(0);
         assert_eq!(page["count"], 5);
-        seen.extend(page["members"].as_array().unwrap().iter().map(|m| m["client_id"].clone()));
+        seen.extend(
+            page["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["client_id"].clone()),
+        );
         cursor = page.get("next_cursor").cloned().unwrap_or(Value::Null);
         if cursor.is_null() {
             break;
@@ -167,7 +210,12 @@ async fn direct_reaches_every_connection_of_a_client() {
     let a1 = connect(&hub, "alice", &r);
     let a2 = connect(&hub, "alice", &r);
     let b = connect(&hub, "bob", &r);
-    let ack = send(&hub, &b, json!({"type":"direct","to":"alice","data":"hi","id":1})).await;
+    let ack = send(
+        &hub,
+        &b,
+        json!({"type":"direct","to":"alice","data":"hi","id":1}),
+    )
+    .await;
     assert_eq!(ack[0], json!({"type":"ack","id":1}));
     for c in [&a1, &a2] {
         let got = drain(c);
@@ -175,7 +223,12 @@ async fn direct_reaches_every_connection_of_a_client() {
         assert_eq!(got[0]["from"], "bob");
         assert_eq!(got[0]["data"], "hi");
     }
-    send(&hub, &b, json!({"type":"direct","to":a2.id(),"data":"only you"})).await;
+    send(
+        &hub,
+        &b,
+        json!({"type":"direct","to":a2.id(),"data":"only you"}),
+    )
+    .await;
     assert!(drain(&a1).is_empty());
     assert_eq!(drain(&a2)[0]["data"], "only you");
 }
@@ -204,21 +257,31 @@ async fn codes_are_checked_and_rate_limited_per_address() {
         assert_eq!(e[0]["code"], "INVALID_ROOM");
     }
     let e = send(&hub, &a, json!({"type":"join","room":"coded","code":code})).await;
-    assert_eq!(e[0]["code"], "RATE_LIMITED", "limited even with the right code");
+    assert_eq!(
+        e[0]["code"], "RATE_LIMITED",
+        "limited even with the right code"
+    );
 }
 
 #[tokio::test]
 async fn rooms_expire_and_members_are_told() {
     let hub = hub();
     let r = rules(|_| {});
-    hub.create_room(RoomSpec { id: Some("short".into()), ttl_s: Some(0), ..Default::default() })
-        .await
-        .unwrap();
+    hub.create_room(RoomSpec {
+        id: Some("short".into()),
+        ttl_s: Some(0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let a = connect(&hub, "a", &r);
     send(&hub, &a, json!({"type":"join","room":"short"})).await;
     hub.maintain().await;
     let got = drain(&a);
-    assert_eq!(got[0], json!({"type":"closed","room":"short","reason":"expired"}));
+    assert_eq!(
+        got[0],
+        json!({"type":"closed","room":"short","reason":"expired"})
+    );
     assert!(hub.room_info("short").is_none());
     // Auto-created rooms vanish once empty past the grace period (0 here).
     send(&hub, &a, json!({"type":"join","room":"auto"})).await;
@@ -231,24 +294,66 @@ async fn rooms_expire_and_members_are_told() {
 async fn params_are_validated_and_broadcast() {
     let hub = hub();
     let r = rules(|_| {});
-    hub.create_room(RoomSpec { id: Some("stage".into()), ..Default::default() }).await.unwrap();
-    hub.set_param("stage", ParamSpec { name: "gain".into(), value: 0.5, min: Some(0.0), max: Some(2.0) })
-        .unwrap();
+    hub.create_room(RoomSpec {
+        id: Some("stage".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    hub.set_param(
+        "stage",
+        ParamSpec {
+            name: "gain".into(),
+            value: 0.5,
+            min: Some(0.0),
+            max: Some(2.0),
+        },
+    )
+    .unwrap();
     let mut rt = hub.realtime_queue(8);
     let a = connect(&hub, "a", &r);
     send(&hub, &a, json!({"type":"join","room":"stage"})).await;
-    let e = send(&hub, &a, json!({"type":"param","room":"stage","param":"gain","value":3,"id":1})).await;
+    let e = send(
+        &hub,
+        &a,
+        json!({"type":"param","room":"stage","param":"gain","value":3,"id":1}),
+    )
+    .await;
     assert_eq!(e[0]["code"], "BAD_REQUEST");
-    let e = send(&hub, &a, json!({"type":"param","room":"stage","param":"nope","value":1,"id":1})).await;
+    let e = send(
+        &hub,
+        &a,
+        json!({"type":"param","room":"stage","param":"nope","value":1,"id":1}),
+    )
+    .await;
     assert_eq!(e[0]["code"], "NOT_FOUND");
-    let got = send(&hub, &a, json!({"type":"param","room":"stage","param":"gain","value":1.5,"at":99,"id":2})).await;
-    assert_eq!(got[0], json!({"type":"update","room":"stage","param":"gain","value":1.5,"at":99,"from":"a"}));
+    let got = send(
+        &hub,
+        &a,
+        json!({"type":"param","room":"stage","param":"gain","value":1.5,"at":99,"id":2}),
+    )
+    .await;
+    assert_eq!(
+        got[0],
+        json!({"type":"update","room":"stage","param":"gain","value":1.5,"at":99,"from":"a"})
+    );
     assert_eq!(got[1], json!({"type":"ack","id":2}));
     let state = send(&hub, &a, json!({"type":"sync","room":"stage","id":3})).await;
-    assert_eq!(state[0]["params"], json!([{"name":"gain","value":1.5,"min":0.0,"max":2.0}]));
+    assert_eq!(
+        state[0]["params"],
+        json!([{"name":"gain","value":1.5,"min":0.0,"max":2.0}])
+    );
     let ev = rt.pop().unwrap();
-    assert_eq!((ev.kind, ev.name.as_str(), ev.value, ev.at_ms), (RtKind::Param, "gain", 1.5, 99));
-    let t = send(&hub, &a, json!({"type":"trigger","room":"stage","name":"flash"})).await;
+    assert_eq!(
+        (ev.kind, ev.name.as_str(), ev.value, ev.at_ms),
+        (RtKind::Param, "gain", 1.5, 99)
+    );
+    let t = send(
+        &hub,
+        &a,
+        json!({"type":"trigger","room":"stage","name":"flash"}),
+    )
+    .await;
     assert_eq!(t[0]["type"], "trigger");
     assert_eq!(t[0]["data"], Value::Null);
     assert_eq!(rt.pop().unwrap().kind, RtKind::Trigger);
@@ -265,15 +370,35 @@ async fn recovery_returns_what_was_missed() {
         send(&hub, &a, json!({"type":"publish","room":"h","data":i})).await;
     }
     let b = connect(&hub, "b", &r);
-    let j = send(&hub, &b, json!({"type":"join","room":"h","since":{"offset":2,"epoch":epoch}})).await;
-    let rec: Vec<_> = j[0]["recovered"].as_array().unwrap().iter().map(|m| m["offset"].clone()).collect();
+    let j = send(
+        &hub,
+        &b,
+        json!({"type":"join","room":"h","since":{"offset":2,"epoch":epoch}}),
+    )
+    .await;
+    let rec: Vec<_> = j[0]["recovered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].clone())
+        .collect();
     assert_eq!(rec, vec![json!(3), json!(4), json!(5)]);
     assert_eq!(j[0]["recovered_complete"], true);
     let c = connect(&hub, "c", &r);
-    let j = send(&hub, &c, json!({"type":"join","room":"h","since":{"offset":2,"epoch":"other"}})).await;
+    let j = send(
+        &hub,
+        &c,
+        json!({"type":"join","room":"h","since":{"offset":2,"epoch":"other"}}),
+    )
+    .await;
     assert_eq!(j[0]["recovered_complete"], false);
     drain(&a);
-    let h = send(&hub, &a, json!({"type":"history","room":"h","since":3,"limit":1})).await;
+    let h = send(
+        &hub,
+        &a,
+        json!({"type":"history","room":"h","since":3,"limit":1}),
+    )
+    .await;
     assert_eq!(h[0]["messages"], json!([h[0]["messages"][0].clone()]));
     assert_eq!(h[0]["messages"][0]["offset"], 4);
 }
@@ -294,8 +419,14 @@ async fn drop_policy_sends_gap_for_a_full_queue() {
         send(&hub, &fast, json!({"type":"publish","room":"d","data":i})).await;
     }
     let got = drain(&slow);
-    assert_eq!(got[0], json!({"type":"gap","room":"d","from_offset":1,"to_offset":6}));
-    let offsets: Vec<_> = got[1..].iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    assert_eq!(
+        got[0],
+        json!({"type":"gap","room":"d","from_offset":1,"to_offset":6})
+    );
+    let offsets: Vec<_> = got[1..]
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![7, 8, 9, 10]);
 }
 
@@ -313,8 +444,17 @@ impl Hooks for Censor {
             None => Decision::Allow,
         }
     }
-    async fn on_join(&self, _c: &Arc<Connection>, room: &str, _m: Option<&switchboard_protocol::Map>) -> Decision {
-        if room == "vip" { Decision::forbid("members only") } else { Decision::Allow }
+    async fn on_join(
+        &self,
+        _c: &Arc<Connection>,
+        room: &str,
+        _m: Option<&switchboard_protocol::Map>,
+    ) -> Decision {
+        if room == "vip" {
+            Decision::forbid("members only")
+        } else {
+            Decision::Allow
+        }
     }
 }
 
@@ -327,9 +467,22 @@ async fn hooks_can_reject_and_rewrite() {
     let e = send(&hub, &a, json!({"type":"join","room":"vip","id":1})).await;
     assert_eq!(e[0]["code"], "FORBIDDEN");
     send(&hub, &a, json!({"type":"join","room":"open"})).await;
-    let e = send(&hub, &a, json!({"type":"publish","room":"open","data":"forbidden","id":2})).await;
-    assert_eq!(e, vec![json!({"type":"error","id":2,"code":"FORBIDDEN","message":"no"})]);
-    let got = send(&hub, &a, json!({"type":"publish","room":"open","data":"hello"})).await;
+    let e = send(
+        &hub,
+        &a,
+        json!({"type":"publish","room":"open","data":"forbidden","id":2}),
+    )
+    .await;
+    assert_eq!(
+        e,
+        vec![json!({"type":"error","id":2,"code":"FORBIDDEN","message":"no"})]
+    );
+    let got = send(
+        &hub,
+        &a,
+        json!({"type":"publish","room":"open","data":"hello"}),
+    )
+    .await;
     assert_eq!(got[0]["data"], "HELLO");
     assert_eq!(got[0]["offset"], 1, "a rejected publish takes no offset");
 }
@@ -341,14 +494,26 @@ async fn events_stream_reports_what_clients_do() {
     let r = rules(|_| {});
     let a = connect(&hub, "a", &r);
     send(&hub, &a, json!({"type":"join","room":"e"})).await;
-    send(&hub, &a, json!({"type":"publish","room":"e","data":{"k":1}})).await;
+    send(
+        &hub,
+        &a,
+        json!({"type":"publish","room":"e","data":{"k":1}}),
+    )
+    .await;
     let mut got = Vec::new();
     for _ in 0..3 {
-        got.push(tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap());
+        got.push(
+            tokio::time::timeout(Duration::from_secs(5), events.next())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     assert!(matches!(&got[0], HubEvent::Connected { client_id, .. } if client_id == "a"));
     assert!(matches!(&got[1], HubEvent::Joined { room, .. } if room == "e"));
-    assert!(matches!(&got[2], HubEvent::Message { offset: 1, data, .. } if data == &json!({"k":1})));
+    assert!(
+        matches!(&got[2], HubEvent::Message { offset: 1, data, .. } if data == &json!({"k":1}))
+    );
 }
 
 #[tokio::test]
@@ -361,7 +526,10 @@ async fn leave_without_room_acks_then_closes_1000() {
     send(&hub, &b, json!({"type":"join","room":"z"})).await;
     drain(&a);
     let got = send(&hub, &a, json!({"type":"leave","id":"bye"})).await;
-    assert_eq!(got, vec![json!({"type":"ack","id":"bye"}), json!({"close":1000})]);
+    assert_eq!(
+        got,
+        vec![json!({"type":"ack","id":"bye"}), json!({"close":1000})]
+    );
     assert_eq!(drain(&b)[0]["type"], "presence_leave");
 }
 
@@ -369,7 +537,9 @@ async fn leave_without_room_acks_then_closes_1000() {
 async fn shutdown_tells_every_connection_with_jitter() {
     let hub = hub();
     let r = rules(|_| {});
-    let conns: Vec<_> = (0..4).map(|i| connect(&hub, &format!("c{i}"), &r)).collect();
+    let conns: Vec<_> = (0..4)
+        .map(|i| connect(&hub, &format!("c{i}"), &r))
+        .collect();
     hub.shutdown(Duration::from_millis(40)).await;
     for c in &conns {
         let got = drain(c);

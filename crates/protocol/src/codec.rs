@@ -98,9 +98,19 @@ pub fn decode_value(mut value: Value) -> Result<Request, DecodeError> {
         }
         Some(Value::Number(n)) => match n.as_i64() {
             Some(i) => Some(RequestId::Int(i)),
-            None => return Err(DecodeError::bad(None, "`id` must be an integer or a string")),
+            None => {
+                return Err(DecodeError::bad(
+                    None,
+                    "`id` must be an integer or a string",
+                ));
+            }
         },
-        Some(_) => return Err(DecodeError::bad(None, "`id` must be an integer or a string")),
+        Some(_) => {
+            return Err(DecodeError::bad(
+                None,
+                "`id` must be an integer or a string",
+            ));
+        }
     };
     match obj.get("type") {
         None => return Err(DecodeError::bad(id, "missing field `type`")),
@@ -146,15 +156,20 @@ mod tests {
 
     #[test]
     fn decodes_a_join_with_recovery_and_numeric_code() {
-        let r = decode(r#"{"type":"join","id":7,"room":"r1","code":1234,"since":{"offset":3,"epoch":"e"}}"#)
-            .unwrap();
+        let r = decode(
+            r#"{"type":"join","id":7,"room":"r1","code":1234,"since":{"offset":3,"epoch":"e"}}"#,
+        )
+        .unwrap();
         assert_eq!(r.id, Some(RequestId::Int(7)));
         assert_eq!(
             r.msg,
             ClientMessage::Join {
                 room: "r1".into(),
                 code: Some("1234".into()),
-                since: Some(Since { offset: 3, epoch: "e".into() }),
+                since: Some(Since {
+                    offset: 3,
+                    epoch: "e".into()
+                }),
                 meta: None,
             }
         );
@@ -163,7 +178,12 @@ mod tests {
     #[test]
     fn ignores_unknown_fields() {
         let r = decode(r#"{"type":"ping","client_time":5,"extra":[1,2]}"#).unwrap();
-        assert_eq!(r.msg, ClientMessage::Ping { client_time: Some(5) });
+        assert_eq!(
+            r.msg,
+            ClientMessage::Ping {
+                client_time: Some(5)
+            }
+        );
     }
 
     #[test]
@@ -212,8 +232,9 @@ mod tests {
 
     #[test]
     fn msgpack_round_trips_a_publish() {
-        let frame = rmp_serde::to_vec_named(&json!({"type":"publish","room":"r","data":{"k":1},"id":"p"}))
-            .unwrap();
+        let frame =
+            rmp_serde::to_vec_named(&json!({"type":"publish","room":"r","data":{"k":1},"id":"p"}))
+                .unwrap();
         let r = decode_client(&frame, Encoding::MsgPack).unwrap();
         assert_eq!(r.id, Some("p".into()));
         assert!(matches!(r.msg, ClientMessage::Publish { .. }));
@@ -225,12 +246,19 @@ mod tests {
         assert_eq!(&bytes[..], br#"{"type":"ack"}"#);
         let m = ServerMessage::error(Some(3.into()), ErrorCode::NotInRoom, "join first");
         let v: Value = serde_json::from_slice(&encode(&m, Encoding::Json).unwrap()).unwrap();
-        assert_eq!(v, json!({"type":"error","id":3,"code":"NOT_IN_ROOM","message":"join first"}));
+        assert_eq!(
+            v,
+            json!({"type":"error","id":3,"code":"NOT_IN_ROOM","message":"join first"})
+        );
     }
 
     #[test]
     fn server_messages_decode_from_msgpack() {
-        let m = ServerMessage::Gap { room: "r".into(), from_offset: 2, to_offset: 4 };
+        let m = ServerMessage::Gap {
+            room: "r".into(),
+            from_offset: 2,
+            to_offset: 4,
+        };
         let bytes = encode(&m, Encoding::MsgPack).unwrap();
         let back: ServerMessage = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, m);

@@ -53,7 +53,11 @@ impl From<HubError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, e.body_text())
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.body_text(),
+        )
     }
 }
 
@@ -86,11 +90,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/rooms/{id}/params", post(set_param))
         .route("/api/broadcast", post(broadcast))
         .route("/api/connections", get(list_connections))
-        .route("/api/connections/{id}", get(get_connection).delete(disconnect))
+        .route(
+            "/api/connections/{id}",
+            get(get_connection).delete(disconnect),
+        )
         .route("/api/connections/{id}/rooms", get(connection_rooms))
         .route("/api/connections/{id}/messages", post(send_direct))
         .fallback(|| async {
-            ApiError(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such API route".into())
+            ApiError(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such API route".into(),
+            )
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -135,14 +146,20 @@ async fn list_rooms(State(s): State<ApiState>) -> ApiResult {
     ok(json!({"count": rooms.len(), "rooms": rooms}))
 }
 
-async fn create_room(State(s): State<ApiState>, body: Result<Json<RoomSpec>, JsonRejection>) -> ApiResult {
+async fn create_room(
+    State(s): State<ApiState>,
+    body: Result<Json<RoomSpec>, JsonRejection>,
+) -> ApiResult {
     let Json(spec) = body?;
     let room = s.hub.create_room(spec).await?;
     Ok((StatusCode::CREATED, Json(json!({"room": room}))).into_response())
 }
 
 async fn get_room(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let room = s.hub.room_info(&id).ok_or_else(|| not_found(format!("no room `{id}`")))?;
+    let room = s
+        .hub
+        .room_info(&id)
+        .ok_or_else(|| not_found(format!("no room `{id}`")))?;
     ok(json!({"room": room}))
 }
 
@@ -181,10 +198,20 @@ async fn history(
     Path(id): Path<String>,
     q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, e.body_text()))?;
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.body_text(),
+        )
+    })?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "`limit` must be at least 1".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "`limit` must be at least 1".into(),
+        ));
     }
     let (epoch, offset, messages) = s
         .hub
@@ -194,7 +221,10 @@ async fn history(
 }
 
 async fn presence(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let members = s.hub.members(&id).ok_or_else(|| not_found(format!("no room `{id}`")))?;
+    let members = s
+        .hub
+        .members(&id)
+        .ok_or_else(|| not_found(format!("no room `{id}`")))?;
     ok(json!({"count": members.len(), "members": members}))
 }
 
@@ -233,7 +263,10 @@ async fn set_param(
     ok(json!({"param": param}))
 }
 
-async fn broadcast(State(s): State<ApiState>, body: Result<Json<DataBody>, JsonRejection>) -> ApiResult {
+async fn broadcast(
+    State(s): State<ApiState>,
+    body: Result<Json<DataBody>, JsonRejection>,
+) -> ApiResult {
     let Json(b) = body?;
     let name = b.name.unwrap_or_else(|| "broadcast".into());
     let sent = s.hub.broadcast(&name, b.data, &b.except);
@@ -246,12 +279,18 @@ async fn list_connections(State(s): State<ApiState>) -> ApiResult {
 }
 
 async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let c = s.hub.client_info(&id).ok_or_else(|| not_found(format!("no connection `{id}`")))?;
+    let c = s
+        .hub
+        .client_info(&id)
+        .ok_or_else(|| not_found(format!("no connection `{id}`")))?;
     ok(json!({"connection": c}))
 }
 
 async fn connection_rooms(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let rooms = s.hub.user_rooms(&id).ok_or_else(|| not_found(format!("no connection `{id}`")))?;
+    let rooms = s
+        .hub
+        .user_rooms(&id)
+        .ok_or_else(|| not_found(format!("no connection `{id}`")))?;
     ok(json!({"count": rooms.len(), "rooms": rooms}))
 }
 
@@ -280,7 +319,10 @@ pub async fn readyz(State(hub): State<Hub>) -> Response {
     if hub.is_ready().await {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        )
+            .into_response()
     }
 }
-

@@ -182,7 +182,12 @@ impl Config {
         let log_json = match log_format.as_str() {
             "text" => false,
             "json" => true,
-            other => return Err(invalid("log_format", format!("`{other}`: use text or json"))),
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("`{other}`: use text or json"),
+                ));
+            }
         };
         let mut endpoints = Vec::new();
         for (i, e) in file.endpoint.into_iter().enumerate() {
@@ -198,7 +203,10 @@ impl Config {
         }
         for (i, a) in endpoints.iter().enumerate() {
             if endpoints[..i].iter().any(|b| b.rules.path == a.rules.path) {
-                return Err(invalid("endpoint.path", format!("`{}` is declared twice", a.rules.path)));
+                return Err(invalid(
+                    "endpoint.path",
+                    format!("`{}` is declared twice", a.rules.path),
+                ));
             }
         }
         Ok(Config {
@@ -235,8 +243,10 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     if !e.path.starts_with('/') || e.path.len() < 2 && e.path != "/" {
         return Err(invalid(key("path"), "must start with `/`"));
     }
-    if matches!(e.path.as_str(), "/" | "/admin" | "/healthz" | "/readyz" | "/metrics" | "/client.js")
-        || e.path.starts_with("/api/")
+    if matches!(
+        e.path.as_str(),
+        "/" | "/admin" | "/healthz" | "/readyz" | "/metrics" | "/client.js"
+    ) || e.path.starts_with("/api/")
     {
         return Err(invalid(key("path"), format!("`{}` is reserved", e.path)));
     }
@@ -256,7 +266,10 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     r.mode = e.mode;
     if let Some(room) = e.room {
         if !switchboard_protocol::room_id::is_valid(&room) {
-            return Err(invalid(key("room"), format!("`{room}` is not a valid room id")));
+            return Err(invalid(
+                key("room"),
+                format!("`{room}` is not a valid room id"),
+            ));
         }
         r.raw_room = room;
     }
@@ -307,7 +320,10 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     }
     for o in &e.allowed_origins {
         if o.is_empty() || o.contains(char::is_whitespace) {
-            return Err(invalid(key("allowed_origins"), format!("`{o}` is not an origin")));
+            return Err(invalid(
+                key("allowed_origins"),
+                format!("`{o}` is not an origin"),
+            ));
         }
     }
     Ok(Endpoint {
@@ -365,7 +381,11 @@ mod tests {
 
     #[test]
     fn mistakes_are_reported_by_key() {
-        let bad = |s: &str| Config::merge(parse(s), Overrides::default()).unwrap_err().to_string();
+        let bad = |s: &str| {
+            Config::merge(parse(s), Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(bad("[[endpoint]]\npath = \"/ws\"\nevents = [\"jump\"]").contains("jump"));
         assert!(bad("[[endpoint]]\npath = \"/ws\"\nqueue_size = 0").contains("queue_size"));
         assert!(bad("[[endpoint]]\npath = \"/api/x\"").contains("reserved"));

@@ -28,7 +28,10 @@ mod tests {
 
     #[test]
     fn wildcards_match_subdomains_only() {
-        let p = vec!["https://*.example.com".to_owned(), "http://localhost:3000".to_owned()];
+        let p = vec![
+            "https://*.example.com".to_owned(),
+            "http://localhost:3000".to_owned(),
+        ];
         assert!(allowed("https://a.example.com", &p));
         assert!(allowed("https://a.b.example.com", &p));
         assert!(!allowed("https://example.com", &p));

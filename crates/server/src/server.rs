@@ -121,7 +121,10 @@ pub async fn serve(hub: Hub, config: Arc<Config>) -> std::io::Result<Running> {
         hub.shutdown(config.shutdown_drain).await;
         // Give writers a moment to flush their close frames, bounded.
         if !hub.wait_idle(std::time::Duration::from_secs(3)).await {
-            tracing::warn!(left = hub.connection_count(), "connections still open at exit");
+            tracing::warn!(
+                left = hub.connection_count(),
+                "connections still open at exit"
+            );
         }
         maintenance.abort();
     });

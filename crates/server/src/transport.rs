@@ -37,7 +37,9 @@ fn map_err(e: WsError) -> TransportError {
 
 fn to_message(o: &Outgoing) -> Message {
     match o {
-        Outgoing::Text(b) => Message::Frame(Frame::message(b.clone(), OpCode::Data(Data::Text), true)),
+        Outgoing::Text(b) => {
+            Message::Frame(Frame::message(b.clone(), OpCode::Data(Data::Text), true))
+        }
         Outgoing::Binary(b) => Message::Binary(b.clone()),
         Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
             code: CloseCode::from(*code),

@@ -76,7 +76,11 @@ fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
 }
 
 fn unavailable(message: &str, retry_after_s: u32) -> Response {
-    let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, message);
+    let mut r = refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal,
+        message,
+    );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
     r
@@ -134,8 +138,10 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
             ErrorCode::BadRequest,
             "unsupported WebSocket version; this server speaks 13",
         );
-        r.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return r;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -148,10 +154,18 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
     let endpoint = &ep.endpoint;
     match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         Some(o) if !origin::allowed(o, &endpoint.allowed_origins) => {
-            return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            );
         }
         None if endpoint.require_origin => {
-            return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "an Origin header is required");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "an Origin header is required",
+            );
         }
         _ => {}
     }
@@ -210,7 +224,9 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
             .max_write_buffer_size(usize::MAX)
             .max_message_size(Some(rules.max_message_size))
             .max_frame_size(Some(rules.max_message_size));
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
         let conn = hub.connect(info, rules.clone(), Some(slot));
         let id = conn.id().to_owned();
         tracing::info!(connection_id = %id, client_id = conn.client_id(), path = %rules.path, remote = ?remote, "connection opened");
@@ -231,4 +247,3 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
     }
     res
 }
-
