@@ -139,7 +139,7 @@ impl Hub {
                 param,
                 value,
                 at,
-            } => self.on_param(conn, &room, param, value, at),
+            } => self.on_param(conn, &room, param, value, at).await,
             ClientMessage::Trigger {
                 room,
                 name,
@@ -327,7 +327,7 @@ impl Hub {
         ack()
     }
 
-    fn on_param(
+    async fn on_param(
         &self,
         conn: &Connection,
         room_id: &str,
@@ -349,6 +349,7 @@ impl Hub {
             }
             p.value = value;
         }
+        self.persist_params(&room).await?;
         self.room_event(
             &room,
             ServerMessage::Update {

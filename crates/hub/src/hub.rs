@@ -939,7 +939,7 @@ impl Hub {
     }
 
     /// Defines a parameter (with `min`/`max`) or sets its value, and tells the members.
-    pub fn set_param(&self, room: &str, spec: ParamSpec) -> HubResult<ParamState> {
+    pub async fn set_param(&self, room: &str, spec: ParamSpec) -> HubResult<ParamState> {
         let r = self
             .room(room)
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
@@ -947,15 +947,16 @@ impl Hub {
             let mut st = r.lock();
             match st.param_mut(&spec.name) {
                 Some(p) => {
-                    if let Some(min) = spec.min {
-                        p.min = min;
-                    }
-                    if let Some(max) = spec.max {
-                        p.max = max;
-                    }
-                    check_range(&p.name, spec.value, p.min, p.max)?;
-                    p.value = spec.value;
-                    p.clone()
+                    let min = spec.min.unwrap_or(p.min);
+                    let max = spec.max.unwrap_or(p.max);
+                    let checked = param_state(&ParamSpec {
+                        name: p.name.clone(),
+                        value: spec.value,
+                        min: Some(min),
+                        max: Some(max),
+                    })?;
+                    *p = checked.clone();
+                    checked
                 }
                 None => {
                     let p = param_state(&spec)?;
@@ -964,6 +965,7 @@ impl Hub {
                 }
             }
         };
+        self.persist_params(&r).await?;
         self.room_event(
             &r,
             ServerMessage::Update {
@@ -976,6 +978,66 @@ impl Hub {
         );
         self.emit_rt(RtKind::Param, room, &state.name, state.value, None);
         Ok(state)
+    }
+
+    /// Saves a durable room's settings and parameters; other rooms need nothing.
+    pub(crate) async fn persist_params(&self, room: &Room) -> HubResult<()> {
+        let info = {
+            let st = room.lock();
+            if !st.durable {
+                return Ok(());
+            }
+            st.info(room.id())
+        };
+        self.inner
+            .store
+            .save_room(&info)
+            .await
+            .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Loads the durable rooms kept in the store — settings, parameters, epoch, next
+    /// offset and recent history — so they carry on where they were. Call once at start,
+    /// before accepting connections. Returns how many rooms were restored.
+    pub async fn restore(&self) -> Result<usize, crate::store::StoreError> {
+        let rooms = self.inner.store.load_rooms().await?;
+        let n = rooms.len();
+        for info in rooms {
+            let history = self
+                .inner
+                .store
+                .history(&info.id, None, info.history_size)
+                .await?;
+            let offset = history
+                .last()
+                .map_or(info.offset, |m| m.offset.max(info.offset));
+            let key: Arc<str> = info.id.as_str().into();
+            let state = RoomState {
+                name: info.name,
+                description: info.description,
+                max_connections: info.max_connections,
+                code: info.code,
+                meta: info.meta,
+                created_at: info.created_at,
+                expires_at: info.expires_at,
+                durable: true,
+                auto_created: false,
+                slow_consumer: info.slow_consumer,
+                history_size: info.history_size,
+                members: Default::default(),
+                epoch: info.epoch,
+                offset,
+                history: history
+                    .into_iter()
+                    .map(|m| SharedFrame::new(ServerMessage::Message(m)))
+                    .collect(),
+                params: info.params,
+                empty_since: Some(Instant::now()),
+                closed: false,
+            };
+            self.inner.rooms.insert(key.clone(), Room::new(key, state));
+        }
+        Ok(n)
     }
 
     pub(crate) fn emit_rt(

@@ -309,6 +309,7 @@ async fn params_are_validated_and_broadcast() {
             max: Some(2.0),
         },
     )
+    .await
     .unwrap();
     let mut rt = hub.realtime_queue(8);
     let a = connect(&hub, "a", &r);
@@ -549,4 +550,49 @@ async fn shutdown_tells_every_connection_with_jitter() {
         assert_eq!(got[1], json!({"close":1001}));
     }
     assert!(hub.is_shutting_down());
+}
+
+#[tokio::test]
+async fn durable_rooms_come_back_from_the_store() {
+    let store: Arc<dyn switchboard_hub::Store> = Arc::new(switchboard_hub::MemoryStore::new());
+    let first = Hub::with_store(HubConfig::default(), store.clone());
+    first
+        .create_room(RoomSpec {
+            id: Some("keep".into()),
+            durable: Some(true),
+            history_size: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    first
+        .set_param(
+            "keep",
+            ParamSpec {
+                name: "level".into(),
+                value: 4.0,
+                min: Some(0.0),
+                max: Some(10.0),
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..5 {
+        first.publish("keep", json!(i), &[]).await.unwrap();
+    }
+    let epoch = first.room_info("keep").unwrap().epoch;
+
+    let second = Hub::with_store(HubConfig::default(), store);
+    assert_eq!(second.restore().await.unwrap(), 1);
+    let info = second.room_info("keep").unwrap();
+    assert_eq!((info.offset, info.epoch.as_str()), (5, epoch.as_str()));
+    assert_eq!(info.params[0].value, 4.0);
+    let (_, _, history) = second.history("keep", None, 10).unwrap();
+    let offsets: Vec<_> = history.iter().map(|m| m.offset).collect();
+    assert_eq!(
+        offsets,
+        vec![3, 4, 5],
+        "the ring keeps the newest history_size messages"
+    );
+    assert_eq!(second.publish("keep", json!("next"), &[]).await.unwrap(), 6);
 }

@@ -259,7 +259,7 @@ async fn set_param(
     body: Result<Json<ParamSpec>, JsonRejection>,
 ) -> ApiResult {
     let Json(spec) = body?;
-    let param = s.hub.set_param(&id, spec)?;
+    let param = s.hub.set_param(&id, spec).await?;
     ok(json!({"param": param}))
 }
 
