@@ -135,7 +135,9 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 conn.touch();
                 match frame {
                     Incoming::Text(bytes) | Incoming::Binary(bytes) if rules.mode == Mode::Protocol => {
-                        hub.handle_frame(conn, &bytes).await;
+                        // Boxed so that the (large) request-handling state is allocated only
+                        // while a request runs, not carried by every idle connection's task.
+                        Box::pin(hub.handle_frame(conn, &bytes)).await;
                     }
                     Incoming::Text(bytes) => deliver_plain(hub, conn, rules.mode, bytes, true),
                     Incoming::Binary(bytes) => deliver_plain(hub, conn, rules.mode, bytes, false),
