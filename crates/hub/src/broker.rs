@@ -1,13 +1,24 @@
-//! The `Broker` seam: how a room message reaches the room's members on other nodes.
+//! The `Broker` seam: how a room message is sequenced and reaches the room's members on
+//! every node of a cluster.
 //!
-//! A single process needs no broker: the hub assigns offsets and fans out locally
-//! ([`LocalBroker`], the default, does nothing and is always ready). A cluster plugs in a
-//! broker (`switchboard-redis`) that forwards each locally published message to every
-//! other node subscribed to the room; those nodes hand it to
-//! [`crate::Hub::deliver_remote`], which fans it out to their local members.
+//! A single process needs no broker: the hub assigns offsets under the room's lock and
+//! fans out locally. With a broker (`Hub::set_broker`) the hub hands each publish to
+//! [`Broker::publish`], which assigns the room's next offset cluster-wide and delivers the
+//! [`Envelope`] to every node subscribed to the room — this one included — where
+//! [`crate::Hub::deliver_remote`] fans it out to local members. So every node sees one
+//! order and the same offsets.
+//!
+//! [`MemoryBus`] is the in-process implementation: several hubs in one process sharing
+//! rooms, which is how the seam is tested. `switchboard-redis` implements the same trait
+//! over Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use switchboard_protocol::RoomMessage;
+use tokio::sync::mpsc;
 
 /// A broker failure.
 #[derive(Debug, thiserror::Error)]
@@ -17,12 +28,22 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
-/// Cross-node fan-out.
+/// A room message travelling between nodes, with the connections it must skip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The message; its `offset` is assigned by the broker.
+    pub message: RoomMessage,
+    /// Connection ids that must not receive it (`exclude_self`, `except`).
+    pub except: Vec<String>,
+}
+
+/// Cross-node sequencing and fan-out.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Forwards a message that was published and delivered on this node.
-    async fn publish(&self, message: &RoomMessage) -> Result<(), BrokerError>;
-    /// This node now has members in `room`: start receiving its messages.
+    /// Assigns the room's next offset and delivers the envelope to every subscribed node.
+    /// Returns the offset.
+    async fn publish(&self, envelope: Envelope) -> Result<u64, BrokerError>;
+    /// This node now has members in `room`: start delivering its messages here.
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError>;
     /// This node has no members left in `room`.
     async fn unsubscribe(&self, room: &str) -> Result<(), BrokerError>;
@@ -30,21 +51,101 @@ pub trait Broker: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 }
 
-/// The single-process broker: nothing to forward, always ready.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalBroker;
+#[derive(Default)]
+struct BusState {
+    offsets: HashMap<String, u64>,
+    nodes: Vec<(Weak<NodeInner>, mpsc::Sender<Envelope>)>,
+}
+
+/// An in-process message bus connecting several hubs, as Redis connects several nodes.
+#[derive(Clone, Default)]
+pub struct MemoryBus {
+    state: Arc<Mutex<BusState>>,
+}
+
+struct NodeInner {
+    rooms: Mutex<HashSet<String>>,
+}
+
+/// One hub's connection to a [`MemoryBus`].
+pub struct MemoryBroker {
+    bus: MemoryBus,
+    node: Arc<NodeInner>,
+}
+
+impl MemoryBus {
+    /// A new, empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connects `hub` to the bus: plugs in a broker and starts the task that hands
+    /// incoming envelopes to [`crate::Hub::deliver_remote`]. `capacity` bounds the
+    /// envelopes waiting for this node; past it the bus waits (backpressure).
+    pub fn attach(&self, hub: &crate::Hub, capacity: usize) {
+        let node = Arc::new(NodeInner {
+            rooms: Mutex::new(HashSet::new()),
+        });
+        let (tx, mut rx) = mpsc::channel::<Envelope>(capacity.max(1));
+        self.state.lock().nodes.push((Arc::downgrade(&node), tx));
+        let weak = hub.downgrade();
+        tokio::spawn(async move {
+            while let Some(env) = rx.recv().await {
+                let Some(hub) = weak.upgrade() else { return };
+                hub.deliver_remote(env);
+            }
+        });
+        hub.set_broker(Arc::new(MemoryBroker {
+            bus: self.clone(),
+            node,
+        }));
+    }
+}
 
 #[async_trait]
-impl Broker for LocalBroker {
-    async fn publish(&self, _message: &RoomMessage) -> Result<(), BrokerError> {
+impl Broker for MemoryBroker {
+    async fn publish(&self, mut envelope: Envelope) -> Result<u64, BrokerError> {
+        // Sequencing and enqueueing happen under one lock, so every node's channel
+        // receives a room's envelopes in offset order.
+        let targets = {
+            let mut st = self.bus.state.lock();
+            st.nodes.retain(|(n, _)| n.strong_count() > 0);
+            let room = envelope.message.room.clone();
+            let next = st.offsets.entry(room.clone()).or_insert(0);
+            *next += 1;
+            envelope.message.offset = *next;
+            let mut targets = Vec::new();
+            for (node, tx) in &st.nodes {
+                if node
+                    .upgrade()
+                    .is_some_and(|n| n.rooms.lock().contains(&room))
+                {
+                    match tx.try_reserve() {
+                        Ok(permit) => permit.send(envelope.clone()),
+                        Err(_) => targets.push(tx.clone()),
+                    }
+                }
+            }
+            targets
+        };
+        // Nodes whose queue was full get theirs after the lock is released; they may
+        // then see it after a later offset, which deliver_remote reports as a gap.
+        for tx in targets {
+            let _ = tx.send(envelope.clone()).await;
+        }
+        Ok(envelope.message.offset)
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
+        self.node.rooms.lock().insert(room.to_owned());
         Ok(())
     }
-    async fn subscribe(&self, _room: &str) -> Result<(), BrokerError> {
+
+    async fn unsubscribe(&self, room: &str) -> Result<(), BrokerError> {
+        self.node.rooms.lock().remove(room);
         Ok(())
     }
-    async fn unsubscribe(&self, _room: &str) -> Result<(), BrokerError> {
-        Ok(())
-    }
+
     fn is_ready(&self) -> bool {
         true
     }

@@ -207,10 +207,13 @@ impl Hub {
         }
         let event_data = self.inner.events.wanted().then(|| data.clone());
         let me = conn.id();
+        let except = if exclude_self {
+            vec![me.to_owned()]
+        } else {
+            Vec::new()
+        };
         let offset = self
-            .deliver(&room, data, conn.client_id(), Some(me), |cid| {
-                exclude_self && cid == me
-            })
+            .deliver(&room, data, conn.client_id(), Some(me), &except)
             .await?;
         if let Some(data) = event_data {
             self.inner.events.emit(HubEvent::Message {

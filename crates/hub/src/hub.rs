@@ -90,6 +90,17 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
 }
 
+/// A handle that does not keep the hub alive; see [`Hub::downgrade`].
+#[derive(Clone)]
+pub struct WeakHub(std::sync::Weak<Inner>);
+
+impl WeakHub {
+    /// The hub, if it still exists.
+    pub fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 /// A join request, from a client or the server side.
 pub(crate) struct JoinArgs<'a> {
     pub id: Option<RequestId>,
@@ -163,6 +174,11 @@ impl Hub {
             .hook_set
             .store(hook_bits(hooks.interests()), Ordering::Release);
         *self.inner.hooks.write() = Some(hooks);
+    }
+
+    /// A weak handle, for tasks that must not keep the hub alive.
+    pub fn downgrade(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.inner))
     }
 
     /// Plugs in a cluster broker.
@@ -825,108 +841,95 @@ impl Hub {
         let r = self
             .room(room)
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
-        self.deliver(&r, data, "server", None, |cid| {
-            except.iter().any(|e| e == cid)
-        })
-        .await
+        self.deliver(&r, data, "server", None, except).await
     }
 
-    /// Assigns the next offset, records the message in history, and queues it for every
-    /// member for which `skip` is false — all under the room's lock, so every member sees
-    /// the same order. Durable rooms return only once the store has the message.
+    /// Publishes a message to a room and returns its offset. Durable rooms return only
+    /// once the store has the message.
+    ///
+    /// Alone, the hub assigns the offset, records the message in history and queues it
+    /// for every member not in `except` — all under the room's lock, so every member sees
+    /// one order. With a broker, the broker assigns the offset cluster-wide and the
+    /// message comes back through [`Hub::deliver_remote`] on every node, this one too.
     pub(crate) async fn deliver(
         &self,
         room: &Arc<Room>,
         data: Value,
         from: &str,
         connection_id: Option<&str>,
-        skip: impl Fn(&str) -> bool,
+        except: &[String],
     ) -> HubResult<u64> {
-        let message = {
-            let mut st = room.lock();
-            if st.closed {
-                return Err(HubError::invalid_room(room.id()));
-            }
-            st.offset += 1;
-            let offset = st.offset;
-            let key = match st.slow_consumer {
-                SlowConsumer::Conflate => conflation_key(&data),
-                _ => None,
-            };
-            let message = RoomMessage {
-                room: room.id().to_owned(),
-                data,
-                from: from.to_owned(),
-                connection_id: connection_id.map(str::to_owned),
-                offset,
-                ts: now_ms(),
-            };
-            let frame = SharedFrame::new(ServerMessage::Message(message));
-            let tag = RoomTag {
-                room: room.id_arc().clone(),
-                offset,
-                key,
-                policy: st.slow_consumer,
-            };
-            for (cid, m) in &st.members {
-                if !skip(cid) {
-                    m.conn
-                        .queue()
-                        .push_room(Payload::Msg(frame.clone()), tag.clone());
-                }
-            }
-            let durable = st.durable;
-            let broker_copy = durable || self.inner.broker.read().is_some();
-            st.remember(frame.clone());
-            let copy = broker_copy.then(|| match frame.message() {
-                ServerMessage::Message(m) => Some(m.clone()),
-                _ => None,
-            });
-            (offset, copy.flatten(), durable)
+        let mut message = RoomMessage {
+            room: room.id().to_owned(),
+            data,
+            from: from.to_owned(),
+            connection_id: connection_id.map(str::to_owned),
+            offset: 0,
+            ts: now_ms(),
         };
-        let (offset, message, durable) = message;
-        if let Some(message) = message {
-            if durable {
+        let broker = self.inner.broker.read().clone();
+        let (durable, kept) = match broker {
+            None => {
+                let mut st = room.lock();
+                if st.closed {
+                    return Err(HubError::invalid_room(room.id()));
+                }
+                st.offset += 1;
+                message.offset = st.offset;
+                let durable = st.durable;
+                // Only a durable room needs its own copy, for the store.
+                let kept = durable.then(|| message.clone());
+                let offset = message.offset;
+                fan_out(room, &mut st, message, except);
+                (durable, kept.ok_or(offset))
+            }
+            Some(b) => {
+                let durable = room.lock().durable;
+                let envelope = crate::broker::Envelope {
+                    message,
+                    except: except.to_vec(),
+                };
+                let kept = durable.then(|| envelope.message.clone());
+                let offset = b
+                    .publish(envelope)
+                    .await
+                    .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+                (
+                    durable,
+                    kept.map(|mut m| {
+                        m.offset = offset;
+                        m
+                    })
+                    .ok_or(offset),
+                )
+            }
+        };
+        match kept {
+            Ok(message) if durable => {
                 self.inner
                     .store
                     .append(room.id(), std::slice::from_ref(&message))
                     .await
                     .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+                Ok(message.offset)
             }
-            let broker = self.inner.broker.read().clone();
-            if let Some(b) = broker
-                && let Err(e) = b.publish(&message).await
-            {
-                tracing::warn!(room = room.id(), error = %e, "broker publish failed");
-            }
-            return Ok(message.offset);
+            Ok(message) => Ok(message.offset),
+            Err(offset) => Ok(offset),
         }
-        Ok(offset)
     }
 
-    /// Fans out a message another node published (cluster brokers call this).
-    pub fn deliver_remote(&self, message: RoomMessage) {
-        let Some(room) = self.room(&message.room) else {
+    /// Fans out a message sequenced by the broker to this node's members of its room.
+    /// Envelopes at or below the room's current offset (duplicates) are ignored.
+    pub fn deliver_remote(&self, envelope: crate::broker::Envelope) {
+        let Some(room) = self.room(&envelope.message.room) else {
             return;
         };
         let mut st = room.lock();
-        st.offset = st.offset.max(message.offset);
-        let tag = RoomTag {
-            room: room.id_arc().clone(),
-            offset: message.offset,
-            key: match st.slow_consumer {
-                SlowConsumer::Conflate => conflation_key(&message.data),
-                _ => None,
-            },
-            policy: st.slow_consumer,
-        };
-        let frame = SharedFrame::new(ServerMessage::Message(message));
-        for m in st.members.values() {
-            m.conn
-                .queue()
-                .push_room(Payload::Msg(frame.clone()), tag.clone());
+        if envelope.message.offset <= st.offset {
+            return;
         }
-        st.remember(frame);
+        st.offset = envelope.message.offset;
+        fan_out(&room, &mut st, envelope.message, &envelope.except);
     }
 
     /// Queues a non-offset room event (`update`, `trigger`) for every member.
@@ -1192,6 +1195,29 @@ impl Hub {
     pub fn code_limited(&self, ip: IpAddr) -> bool {
         self.inner.codes.is_limited(ip)
     }
+}
+
+/// Queues one shared frame of `message` for every member not in `except` and keeps it in
+/// the history ring. Called with the room locked.
+fn fan_out(room: &Room, st: &mut RoomState, message: RoomMessage, except: &[String]) {
+    let tag = RoomTag {
+        room: room.id_arc().clone(),
+        offset: message.offset,
+        key: match st.slow_consumer {
+            SlowConsumer::Conflate => conflation_key(&message.data),
+            _ => None,
+        },
+        policy: st.slow_consumer,
+    };
+    let frame = SharedFrame::new(ServerMessage::Message(message));
+    for (cid, m) in &st.members {
+        if !except.iter().any(|e| **e == **cid) {
+            m.conn
+                .queue()
+                .push_room(Payload::Msg(frame.clone()), tag.clone());
+        }
+    }
+    st.remember(frame);
 }
 
 fn hook_bits(set: HookSet) -> u16 {

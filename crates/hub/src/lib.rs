@@ -32,7 +32,7 @@ pub mod queue;
 pub mod room;
 pub mod store;
 
-pub use broker::{Broker, BrokerError, LocalBroker};
+pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};
 pub use endpoint::{EndpointRules, EventSet, Mode, SlowConsumer};
@@ -40,6 +40,6 @@ pub use error::{HubError, HubResult};
 pub use events::{HubEvent, RtEvent, RtKind};
 pub use frame::{Outgoing, Payload};
 pub use hooks::{ConnectRequest, Decision, HookSet, Hooks};
-pub use hub::{Hub, HubConfig};
+pub use hub::{Hub, HubConfig, WeakHub};
 pub use room::{CodeSpec, ParamSpec, RoomInfo, RoomSpec};
 pub use store::{MemoryStore, Store, StoreError};

@@ -596,3 +596,61 @@ async fn durable_rooms_come_back_from_the_store() {
     );
     assert_eq!(second.publish("keep", json!("next"), &[]).await.unwrap(), 6);
 }
+
+#[tokio::test]
+async fn hubs_on_one_bus_share_rooms_with_one_order() {
+    let bus = switchboard_hub::MemoryBus::new();
+    let (h1, h2) = (hub(), hub());
+    bus.attach(&h1, 64);
+    bus.attach(&h2, 64);
+    let r = rules(|_| {});
+    let a = connect(&h1, "a", &r);
+    let b = connect(&h2, "b", &r);
+    send(&h1, &a, json!({"type":"join","room":"bus"})).await;
+    send(&h2, &b, json!({"type":"join","room":"bus"})).await;
+    let offsets = |v: Vec<Value>| -> Vec<u64> {
+        v.into_iter()
+            .filter(|m| m["type"] == "message")
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect()
+    };
+    let mut seen_a = Vec::new();
+    let mut seen_b = Vec::new();
+    for i in 0..3 {
+        seen_a.extend(offsets(
+            send(
+                &h1,
+                &a,
+                json!({"type":"publish","room":"bus","data":i,"exclude_self":true}),
+            )
+            .await,
+        ));
+        seen_b.extend(offsets(
+            send(&h2, &b, json!({"type":"publish","room":"bus","data":i})).await,
+        ));
+    }
+    // Delivery crosses a task; wait for all six on the far side.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen_b.len() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only got {seen_b:?}"
+        );
+        seen_b.extend(offsets(drain(&b)));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        seen_b,
+        vec![1, 2, 3, 4, 5, 6],
+        "one order, offsets from the bus"
+    );
+    while seen_a.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only got {seen_a:?}"
+        );
+        seen_a.extend(offsets(drain(&a)));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen_a, vec![2, 4, 6], "exclude_self crosses nodes");
+}
