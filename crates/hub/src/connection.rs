@@ -53,6 +53,7 @@ pub struct Connection {
     created_at: i64,
     last_seen: AtomicI64,
     rtt_ms: AtomicU64,
+    registered: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     queue: OutQueue,
     _slot: Option<ConnectionSlot>,
@@ -96,6 +97,7 @@ impl Connection {
             created_at: now,
             last_seen: AtomicI64::new(now),
             rtt_ms: AtomicU64::new(u64::MAX),
+            registered: Default::default(),
             state: Mutex::new(State {
                 meta: info.meta,
                 rooms: BTreeSet::new(),
@@ -174,6 +176,15 @@ impl Connection {
             u64::MAX => None,
             v => Some(v),
         }
+    }
+
+    pub(crate) fn set_registered(&self) {
+        self.registered.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the connection registered itself for playback.
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
     }
 
     /// The connection's metadata.

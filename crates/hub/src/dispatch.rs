@@ -151,6 +151,43 @@ impl Hub {
                 id: id.clone(),
                 connection_id: conn.id().to_owned(),
             })),
+            ClientMessage::GetSessions => self.sessions(conn.profile()).await.map(|sessions| {
+                Outcome::Reply(ServerMessage::Sessions {
+                    id: id.clone(),
+                    sessions,
+                })
+            }),
+            ClientMessage::CreateSession { session } => self
+                .create_session(conn.profile(), session)
+                .await
+                .and_then(|_| ack()),
+            ClientMessage::UpdateSession {
+                session_id,
+                changes,
+            } => self
+                .update_session(conn.profile(), session_id, changes, Some(conn.id()))
+                .await
+                .and_then(|_| ack()),
+            ClientMessage::DeleteSession { session_id } => self
+                .delete_session(conn.profile(), session_id)
+                .await
+                .and_then(|()| ack()),
+            ClientMessage::RegisterConnection { connection } => self
+                .register_connection(conn, connection)
+                .await
+                .and_then(|()| ack()),
+            ClientMessage::RegisterPlayers { players } => self
+                .register_players(conn, players)
+                .await
+                .and_then(|()| ack()),
+            ClientMessage::CreateAudioZone { audio_zone } => self
+                .create_audio_zone(conn.profile(), audio_zone)
+                .await
+                .and_then(|_| ack()),
+            ClientMessage::SetSeek { session_id, seek } => self
+                .set_seek(conn.profile(), session_id, seek, Some(conn.id()))
+                .await
+                .and_then(|()| ack()),
         };
         match result {
             Ok(Outcome::Ack { room, offset }) => {

@@ -100,8 +100,11 @@ pub async fn run<T: Transport>(hub: &Hub, conn: Arc<Connection>, mut transport: 
 async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut T) -> Ended {
     let rules = conn.endpoint().clone();
     let ping_every = rules.ping_interval.max(Duration::from_millis(10));
-    let timeout_ms = rules.connection_timeout.as_millis() as i64;
+    let timeout = rules.connection_timeout;
     let mut next_ping = tokio::time::Instant::now() + ping_every;
+    // The last sign of life, on the monotonic clock: the connection is closed exactly
+    // `connection_timeout` after it, not at the next ping tick.
+    let mut alive_at = tokio::time::Instant::now();
     let mut batch = Vec::new();
     let encoding = conn.encoding();
     loop {
@@ -133,6 +136,7 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     }
                 };
                 conn.touch();
+                alive_at = tokio::time::Instant::now();
                 match frame {
                     Incoming::Text(bytes) | Incoming::Binary(bytes) if rules.mode == Mode::Protocol => {
                         // Boxed so that the (large) request-handling state is allocated only
@@ -158,13 +162,16 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     }
                 }
             }
-            _ = tokio::time::sleep_until(next_ping) => {
-                if now_ms() - conn.last_seen() > timeout_ms {
+            _ = tokio::time::sleep_until(next_ping.min(alive_at + timeout)) => {
+                if alive_at.elapsed() >= timeout {
                     let reason = "heartbeat timeout".to_owned();
                     let _ = transport
                         .send_batch(&[Outgoing::Close(CloseCode::POLICY.0, reason.clone())])
                         .await;
                     return Ended { code: Some(CloseCode::POLICY.0), reason };
+                }
+                if tokio::time::Instant::now() < next_ping {
+                    continue;
                 }
                 let stamp = Bytes::copy_from_slice(&now_ms().to_be_bytes());
                 if let Err(e) = transport.ping(stamp).await {

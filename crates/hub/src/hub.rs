@@ -88,6 +88,10 @@ pub(crate) struct Inner {
     broker: RwLock<Option<Arc<dyn Broker>>>,
     codes: CodeGuard,
     shutting_down: AtomicBool,
+    pub playback: RwLock<Arc<dyn crate::playback::PlaybackStore>>,
+    pub player_actions: DashMap<u64, Vec<crate::sessions::PlayerAction>>,
+    /// Serializes playback writes so that validation and write cannot interleave.
+    pub playback_lock: tokio::sync::Mutex<()>,
 }
 
 /// A handle that does not keep the hub alive; see [`Hub::downgrade`].
@@ -154,6 +158,9 @@ impl Hub {
                 broker: RwLock::new(None),
                 codes,
                 shutting_down: AtomicBool::new(false),
+                playback: RwLock::new(Arc::new(crate::playback::MemoryPlaybackStore::new())),
+                player_actions: DashMap::new(),
+                playback_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -314,6 +321,7 @@ impl Hub {
         for room in conn.take_rooms() {
             self.remove_member(&room, conn).await;
         }
+        self.playback_disconnected(conn).await;
         if let Some(h) = self.hook(HookSet::CLOSE) {
             h.on_close(conn, code, reason).await;
         }
@@ -586,7 +594,9 @@ impl Hub {
                         offset: 0,
                         history: Default::default(),
                         params: Vec::new(),
-                        empty_since: None,
+                        // Counted as empty from birth: if the join that created it fails
+                        // (wrong code, hook, full), the room is still cleaned up.
+                        empty_since: Some(Instant::now()),
                         closed: false,
                     },
                 )

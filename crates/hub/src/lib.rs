@@ -11,6 +11,8 @@
 //! - [`room`] is a room's state; [`frame`] is a message encoded once for all recipients.
 //! - [`hooks`] lets the application veto or rewrite events; [`events`] streams them out,
 //!   including a lock-free queue for real-time threads.
+//! - [`sessions`] is the playback domain (sessions, players, audio zones) over the
+//!   [`playback`] store seam.
 //! - [`store`] and [`broker`] are the seams for persistence and clustering.
 //!
 //! A connection is only an id and a bounded queue here; see the server crate for the
@@ -28,8 +30,10 @@ pub mod events;
 pub mod frame;
 pub mod hooks;
 pub mod hub;
+pub mod playback;
 pub mod queue;
 pub mod room;
+pub mod sessions;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
@@ -41,5 +45,7 @@ pub use events::{HubEvent, RtEvent, RtKind};
 pub use frame::{Outgoing, Payload};
 pub use hooks::{ConnectRequest, Decision, HookSet, Hooks};
 pub use hub::{Hub, HubConfig, WeakHub};
+pub use playback::{MemoryPlaybackStore, PlaybackStore};
 pub use room::{CodeSpec, ParamSpec, RoomInfo, RoomSpec};
+pub use sessions::PlayerAction;
 pub use store::{MemoryStore, Store, StoreError};

@@ -120,8 +120,8 @@ pub(crate) struct RoomState {
     pub members: BTreeMap<Arc<str>, MemberEntry>,
     pub epoch: String,
     pub offset: u64,
-    /// The newest `history_size` messages, oldest first, as shared frames so that
-    /// recovery reuses their encodings.
+    /// The newest `history_size` messages, oldest first, as the same shared frames that
+    /// were fanned out (no second copy of each message is kept).
     pub history: VecDeque<Arc<SharedFrame>>,
     pub params: Vec<ParamState>,
     /// When the room last became empty (monotonic ms), for the empty-room grace period.

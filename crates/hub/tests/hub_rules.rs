@@ -3,68 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{connect, drain, hub, rules, send, types};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard_hub::{
-    ConnectInfo, Connection, Decision, EndpointRules, HookSet, Hooks, Hub, HubConfig, HubEvent,
-    Outgoing, ParamSpec, RoomSpec, RtKind, SlowConsumer,
+    Connection, Decision, HookSet, Hooks, Hub, HubConfig, HubEvent, ParamSpec, RoomSpec, RtKind,
+    SlowConsumer,
 };
-use switchboard_protocol::Encoding;
-
-fn hub() -> Hub {
-    Hub::new(HubConfig {
-        node_id: "t".into(),
-        empty_room_grace: Duration::from_millis(0),
-        ..HubConfig::default()
-    })
-}
-
-fn rules(f: impl FnOnce(&mut EndpointRules)) -> Arc<EndpointRules> {
-    let mut r = EndpointRules::new("/ws");
-    f(&mut r);
-    Arc::new(r)
-}
-
-fn connect(hub: &Hub, client: &str, rules: &Arc<EndpointRules>) -> Arc<Connection> {
-    let c = hub.connect(
-        ConnectInfo {
-            client_id: Some(client.into()),
-            remote_addr: Some("127.0.0.1:5000".parse().unwrap()),
-            ..Default::default()
-        },
-        rules.clone(),
-        None,
-    );
-    drain(&c); // the welcome
-    c
-}
-
-/// Everything queued for `c`, decoded.
-fn drain(c: &Connection) -> Vec<Value> {
-    let mut out = Vec::new();
-    c.queue().drain_into(&mut out, Encoding::Json);
-    out.into_iter()
-        .map(|o| match o {
-            Outgoing::Text(b) => serde_json::from_slice(&b).unwrap(),
-            Outgoing::Close(code, _) => json!({"close": code}),
-            Outgoing::Binary(_) => json!("binary"),
-        })
-        .collect()
-}
-
-async fn send(hub: &Hub, c: &Arc<Connection>, v: Value) -> Vec<Value> {
-    hub.handle_frame(c, v.to_string().as_bytes()).await;
-    drain(c)
-}
-
-fn types(v: &[Value]) -> Vec<&str> {
-    v.iter()
-        .map(|m| m["type"].as_str().unwrap_or("?"))
-        .collect()
-}
 
 #[tokio::test]
 async fn publish_assigns_consecutive_offsets_and_acks() {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::Map;
+use crate::playback::{NewAudioZone, NewConnection, NewPlayer, NewSession, SessionChanges};
 
 /// The longest string `id` a request may carry.
 pub const MAX_ID_LEN: usize = 64;
@@ -128,6 +129,26 @@ pub enum ClientMessage {
     Sync { room: String },
     /// The connection's own id.
     GetConnectionId,
+    /// The profile's playback sessions.
+    GetSessions,
+    /// Create a playback session in the connection's profile.
+    CreateSession { session: NewSession },
+    /// Change some fields of a session.
+    UpdateSession {
+        session_id: u64,
+        #[serde(flatten)]
+        changes: SessionChanges,
+    },
+    /// Delete a session.
+    DeleteSession { session_id: u64 },
+    /// Register this connection and its players.
+    RegisterConnection { connection: NewConnection },
+    /// Replace this connection's players.
+    RegisterPlayers { players: Vec<NewPlayer> },
+    /// Create an audio zone from players.
+    CreateAudioZone { audio_zone: NewAudioZone },
+    /// Tell the profile's other devices where playback is.
+    SetSeek { session_id: u64, seek: f64 },
 }
 
 impl ClientMessage {
@@ -145,6 +166,14 @@ impl ClientMessage {
         "trigger",
         "sync",
         "get_connection_id",
+        "get_sessions",
+        "create_session",
+        "update_session",
+        "delete_session",
+        "register_connection",
+        "register_players",
+        "create_audio_zone",
+        "set_seek",
     ];
 
     /// The wire `type` of this message.
@@ -162,6 +191,14 @@ impl ClientMessage {
             ClientMessage::Trigger { .. } => "trigger",
             ClientMessage::Sync { .. } => "sync",
             ClientMessage::GetConnectionId => "get_connection_id",
+            ClientMessage::GetSessions => "get_sessions",
+            ClientMessage::CreateSession { .. } => "create_session",
+            ClientMessage::UpdateSession { .. } => "update_session",
+            ClientMessage::DeleteSession { .. } => "delete_session",
+            ClientMessage::RegisterConnection { .. } => "register_connection",
+            ClientMessage::RegisterPlayers { .. } => "register_players",
+            ClientMessage::CreateAudioZone { .. } => "create_audio_zone",
+            ClientMessage::SetSeek { .. } => "set_seek",
         }
     }
 }

@@ -253,6 +253,35 @@ mod tests {
     }
 
     #[test]
+    fn session_updates_carry_only_what_changed() {
+        let r = decode(
+            r#"{"type":"update_session","id":1,"session_id":4,"volume":0.5,"playing":true}"#,
+        )
+        .unwrap();
+        let ClientMessage::UpdateSession {
+            session_id,
+            changes,
+        } = r.msg
+        else {
+            panic!("not an update");
+        };
+        assert_eq!(session_id, 4);
+        assert_eq!(
+            (changes.volume, changes.playing, changes.name.as_deref()),
+            (Some(0.5), Some(true), None)
+        );
+        let out = ServerMessage::SessionUpdated {
+            session_id,
+            changes,
+        };
+        let v: Value = serde_json::from_slice(&encode(&out, Encoding::Json).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"session_updated","session_id":4,"volume":0.5,"playing":true})
+        );
+    }
+
+    #[test]
     fn server_messages_decode_from_msgpack() {
         let m = ServerMessage::Gap {
             room: "r".into(),

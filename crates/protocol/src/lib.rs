@@ -8,6 +8,7 @@
 //! - [`client`]: what clients send (`join`, `publish`, …).
 //! - [`server`]: what the server sends (`welcome`, `message`, `error`, …).
 //! - [`codes`]: error codes and WebSocket close codes.
+//! - [`playback`]: sessions, players and audio zones.
 //! - [`room_id`]: the room id rule shared by the WebSocket and REST surfaces.
 //!
 //! This crate does no I/O and has no async code, so both the server and the client
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod codec;
 pub mod codes;
+pub mod playback;
 pub mod room_id;
 pub mod server;
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::playback::{AudioZoneWithSessions, RegisteredConnection, Session, SessionChanges};
 use crate::{ErrorCode, Map, RequestId};
 
 /// A room member as shown in `joined`, `presence` and presence events.
@@ -179,6 +180,31 @@ pub enum ServerMessage {
         id: Option<RequestId>,
         code: ErrorCode,
         message: String,
+    },
+    /// The profile's sessions (reply to `get_sessions`, and after create/delete).
+    Sessions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        sessions: Vec<Session>,
+    },
+    /// What changed in a session.
+    SessionUpdated {
+        session_id: u64,
+        #[serde(flatten)]
+        changes: SessionChanges,
+    },
+    /// The profile's registered connections.
+    Connections {
+        connections: Vec<RegisteredConnection>,
+    },
+    /// The profile's audio zones with their sessions.
+    AudioZoneWithSessions {
+        audio_zones: Vec<AudioZoneWithSessions>,
+    },
+    /// Another device moved playback.
+    SetSeek {
+        session_id: u64,
+        seek: f64,
     },
 }
 

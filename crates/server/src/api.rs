@@ -15,8 +15,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_hub::{Hub, HubError, ParamSpec, RoomSpec};
+use std::sync::Arc;
+
+use switchboard_hub::{EndpointRules, Hub, HubError, ParamSpec, RoomSpec};
 use switchboard_protocol::ErrorCode;
+use switchboard_protocol::playback::{NewAudioZone, NewSession, SessionChanges};
 
 use crate::ws::RemoteAddr;
 
@@ -25,6 +28,8 @@ use crate::ws::RemoteAddr;
 pub struct ApiState {
     pub hub: Hub,
     pub api_token: Option<String>,
+    /// Room defaults for rooms created over REST: those of the default endpoint.
+    pub room_defaults: Arc<EndpointRules>,
 }
 
 /// The error body every refusal uses.
@@ -96,6 +101,15 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/connections/{id}/rooms", get(connection_rooms))
         .route("/api/connections/{id}/messages", post(send_direct))
+        .route("/api/sessions", get(list_sessions).post(create_session))
+        .route(
+            "/api/sessions/{id}",
+            get(get_session)
+                .patch(update_session)
+                .delete(delete_session),
+        )
+        .route("/api/audio-zones", get(list_zones).post(create_zone))
+        .route("/api/players", get(list_players))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -150,7 +164,12 @@ async fn create_room(
     State(s): State<ApiState>,
     body: Result<Json<RoomSpec>, JsonRejection>,
 ) -> ApiResult {
-    let Json(spec) = body?;
+    let Json(mut spec) = body?;
+    spec.max_connections = spec
+        .max_connections
+        .or(Some(s.room_defaults.room_max_connections));
+    spec.history_size = spec.history_size.or(Some(s.room_defaults.history_size));
+    spec.slow_consumer = spec.slow_consumer.or(Some(s.room_defaults.slow_consumer));
     let room = s.hub.create_room(spec).await?;
     Ok((StatusCode::CREATED, Json(json!({"room": room}))).into_response())
 }
@@ -307,6 +326,108 @@ async fn send_direct(
 async fn disconnect(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     s.hub.disconnect(&id, 1000, "disconnected by the server")?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    profile: Option<String>,
+}
+
+impl ProfileQuery {
+    fn name(&self) -> &str {
+        self.profile
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("default")
+    }
+}
+
+type Profile = Result<Query<ProfileQuery>, axum::extract::rejection::QueryRejection>;
+
+fn profile(q: Profile) -> Result<ProfileQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.body_text(),
+        )
+    })
+}
+
+fn session_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| not_found(format!("no session `{id}`")))
+}
+
+async fn list_sessions(State(s): State<ApiState>, q: Profile) -> ApiResult {
+    let q = profile(q)?;
+    let sessions = s.hub.sessions(q.name()).await?;
+    ok(json!({"count": sessions.len(), "sessions": sessions}))
+}
+
+async fn create_session(
+    State(s): State<ApiState>,
+    q: Profile,
+    body: Result<Json<NewSession>, JsonRejection>,
+) -> ApiResult {
+    let q = profile(q)?;
+    let Json(new) = body?;
+    let session = s.hub.create_session(q.name(), new).await?;
+    Ok((StatusCode::CREATED, Json(json!({"session": session}))).into_response())
+}
+
+async fn get_session(State(s): State<ApiState>, Path(id): Path<String>, q: Profile) -> ApiResult {
+    let q = profile(q)?;
+    let session = s.hub.session(q.name(), session_id(&id)?).await?;
+    ok(json!({"session": session}))
+}
+
+async fn update_session(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: Profile,
+    body: Result<Json<SessionChanges>, JsonRejection>,
+) -> ApiResult {
+    let q = profile(q)?;
+    let Json(changes) = body?;
+    let session = s
+        .hub
+        .update_session(q.name(), session_id(&id)?, changes, None)
+        .await?;
+    ok(json!({"session": session}))
+}
+
+async fn delete_session(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: Profile,
+) -> ApiResult {
+    let q = profile(q)?;
+    s.hub.delete_session(q.name(), session_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_zones(State(s): State<ApiState>, q: Profile) -> ApiResult {
+    let q = profile(q)?;
+    let zones = s.hub.audio_zones(q.name()).await?;
+    ok(json!({"count": zones.len(), "audio_zones": zones}))
+}
+
+async fn create_zone(
+    State(s): State<ApiState>,
+    q: Profile,
+    body: Result<Json<NewAudioZone>, JsonRejection>,
+) -> ApiResult {
+    let q = profile(q)?;
+    let Json(new) = body?;
+    let zone = s.hub.create_audio_zone(q.name(), new).await?;
+    Ok((StatusCode::CREATED, Json(json!({"audio_zone": zone}))).into_response())
+}
+
+async fn list_players(State(s): State<ApiState>, q: Profile) -> ApiResult {
+    let q = profile(q)?;
+    let players = s.hub.players(q.name()).await?;
+    ok(json!({"count": players.len(), "players": players}))
 }
 
 /// `GET /healthz`: the process is up.

@@ -14,7 +14,11 @@ use crate::config::{Config, Overrides};
 
 /// Switchboard: a real-time WebSocket hub.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Switchboard: a real-time WebSocket hub."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -33,15 +33,17 @@ pub fn router(hub: &Hub, config: &Config) -> Router {
             any(move |req: Request| ws::upgrade(hub.clone(), state.clone(), req)),
         );
     }
-    let default_ws = config
+    let default_endpoint = config
         .endpoints
         .iter()
         .find(|e| e.rules.mode == switchboard_hub::Mode::Protocol)
-        .map(|e| e.rules.path.clone())
-        .unwrap_or_else(|| "/ws".into());
+        .map(|e| e.rules.clone())
+        .unwrap_or_else(|| Arc::new(switchboard_hub::EndpointRules::new("/ws")));
+    let default_ws = default_endpoint.path.clone();
     app.merge(api::router(ApiState {
         hub: hub.clone(),
         api_token: config.api_token.clone(),
+        room_defaults: default_endpoint,
     }))
     .route("/healthz", get(api::healthz))
     .route("/readyz", get(api::readyz).with_state(hub.clone()))
