@@ -105,6 +105,12 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
     // The last sign of life, on the monotonic clock: the connection is closed exactly
     // `connection_timeout` after it, not at the next ping tick.
     let mut alive_at = tokio::time::Instant::now();
+    // One timer for the connection's whole life, moved only when its deadline changes:
+    // creating a fresh `Sleep` on every loop turn would touch the runtime's timer wheel
+    // once per delivered message.
+    let mut deadline = next_ping.min(alive_at + timeout);
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     let mut batch = Vec::new();
     let encoding = conn.encoding();
     loop {
@@ -137,6 +143,11 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 };
                 conn.touch();
                 alive_at = tokio::time::Instant::now();
+                let due = next_ping.min(alive_at + timeout);
+                if due != deadline {
+                    deadline = due;
+                    timer.as_mut().reset(deadline);
+                }
                 match frame {
                     Incoming::Text(bytes) | Incoming::Binary(bytes) if rules.mode == Mode::Protocol => {
                         // Boxed so that the (large) request-handling state is allocated only
@@ -162,7 +173,7 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     }
                 }
             }
-            _ = tokio::time::sleep_until(next_ping.min(alive_at + timeout)) => {
+            () = &mut timer => {
                 if alive_at.elapsed() >= timeout {
                     let reason = "heartbeat timeout".to_owned();
                     let _ = transport
@@ -171,6 +182,8 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     return Ended { code: Some(CloseCode::POLICY.0), reason };
                 }
                 if tokio::time::Instant::now() < next_ping {
+                    deadline = next_ping.min(alive_at + timeout);
+                    timer.as_mut().reset(deadline);
                     continue;
                 }
                 let stamp = Bytes::copy_from_slice(&now_ms().to_be_bytes());
@@ -178,6 +191,8 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     return Ended { code: None, reason: e.to_string() };
                 }
                 next_ping = tokio::time::Instant::now() + ping_every;
+                deadline = next_ping.min(alive_at + timeout);
+                timer.as_mut().reset(deadline);
             }
         }
     }

@@ -1222,9 +1222,7 @@ fn fan_out(room: &Room, st: &mut RoomState, message: RoomMessage, except: &[Stri
     let frame = SharedFrame::new(ServerMessage::Message(message));
     for (cid, m) in &st.members {
         if !except.iter().any(|e| **e == **cid) {
-            m.conn
-                .queue()
-                .push_room(Payload::Msg(frame.clone()), tag.clone());
+            m.conn.queue().push_room(Payload::Msg(frame.clone()), &tag);
         }
     }
     st.remember(frame);

@@ -108,19 +108,24 @@ impl OutQueue {
     }
 
     /// Queues a message that belongs to no room (a reply, a direct message, an event).
+    /// When the queue is full it makes room by dropping a droppable room message, or
+    /// closes the connection if there is none.
     pub fn push(&self, payload: Payload) -> Pushed {
-        self.push_entry(Entry { payload, tag: None })
+        self.push_entry(Entry { payload, tag: None }, SlowConsumer::Drop)
     }
 
     /// Queues a room message, applying the room's slow-consumer policy if needed.
-    pub fn push_room(&self, payload: Payload, tag: RoomTag) -> Pushed {
-        self.push_entry(Entry {
+    pub fn push_room(&self, payload: Payload, tag: &RoomTag) -> Pushed {
+        // Rooms that disconnect slow consumers never look at queued messages again, so
+        // their entries carry no tag (one less shared counter touched per recipient).
+        let entry = Entry {
             payload,
-            tag: Some(tag),
-        })
+            tag: (tag.policy != SlowConsumer::Disconnect).then(|| tag.clone()),
+        };
+        self.push_entry(entry, tag.policy)
     }
 
-    fn push_entry(&self, entry: Entry) -> Pushed {
+    fn push_entry(&self, entry: Entry, policy: SlowConsumer) -> Pushed {
         let outcome = {
             let mut q = self.inner.lock();
             if q.abort.is_some() || q.close.is_some() || q.finished {
@@ -144,7 +149,6 @@ impl OutQueue {
                 q.items.push_back(entry);
                 Pushed::Queued
             } else {
-                let policy = entry.tag.as_ref().map_or(SlowConsumer::Drop, |t| t.policy);
                 if policy != SlowConsumer::Disconnect && self.drop_oldest(&mut q) {
                     q.items.push_back(entry);
                     Pushed::Queued
@@ -321,11 +325,11 @@ mod tests {
         for off in 1..=2 {
             let (p, mut t) = room_msg("r", off, None);
             t.policy = SlowConsumer::Disconnect;
-            assert_eq!(q.push_room(p, t), Pushed::Queued);
+            assert_eq!(q.push_room(p, &t), Pushed::Queued);
         }
         let (p, mut t) = room_msg("r", 3, None);
         t.policy = SlowConsumer::Disconnect;
-        assert_eq!(q.push_room(p, t), Pushed::Overflowed);
+        assert_eq!(q.push_room(p, &t), Pushed::Overflowed);
         assert_eq!(drain(&q), vec![json!({"close": 4008})]);
         assert_eq!(
             q.push(Payload::msg(ServerMessage::ack(None))),
@@ -338,7 +342,7 @@ mod tests {
         let q = OutQueue::new(3);
         for off in 1..=6 {
             let (p, t) = room_msg("r", off, None);
-            assert_eq!(q.push_room(p, t), Pushed::Queued);
+            assert_eq!(q.push_room(p, &t), Pushed::Queued);
         }
         let got = drain(&q);
         assert_eq!(
@@ -359,7 +363,7 @@ mod tests {
         for (off, key) in [(1, "a"), (2, "b"), (3, "a"), (4, "a")] {
             let (p, mut t) = room_msg("r", off, Some(key));
             t.policy = SlowConsumer::Conflate;
-            q.push_room(p, t);
+            q.push_room(p, &t);
         }
         let offsets: Vec<_> = drain(&q)
             .iter()

@@ -97,13 +97,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(redis) = &config.redis {
         anyhow::bail!("cluster mode (--redis {redis}) is not available in this build yet");
     }
-    if config.store != "memory" {
-        tracing::warn!(
-            store = %config.store,
-            "persistent stores are not built in yet: durable rooms are kept in memory only"
-        );
-    }
-    let hub = Hub::new(config.hub.clone());
+    let store = switchboard_store::open(&config.store)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store {}",
+                switchboard_store::redact_url(&config.store)
+            )
+        })?;
+    let hub = Hub::with_store(config.hub.clone(), store);
+    let restored = hub
+        .restore()
+        .await
+        .context("cannot load durable rooms from the store")?;
+    tracing::info!(
+        store = %switchboard_store::redact_url(&config.store),
+        durable_rooms = restored,
+        "store ready"
+    );
     let config = Arc::new(config);
     let running = crate::server::serve(hub, config.clone())
         .await
