@@ -145,7 +145,7 @@ impl Server {
 
     /// Alternate which server goes first from one run to the next.
     fn order(run: usize) -> [Server; 2] {
-        if run % 2 == 0 {
+        if run.is_multiple_of(2) {
             [Server::Switchboard, Server::Baseline]
         } else {
             [Server::Baseline, Server::Switchboard]
