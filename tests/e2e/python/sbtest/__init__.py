@@ -1,0 +1,1 @@
+"""Shared helpers for Switchboard's Python e2e and conformance suites."""
