@@ -54,6 +54,9 @@ pub struct Connection {
     last_seen: AtomicI64,
     rtt_ms: AtomicU64,
     registered: std::sync::atomic::AtomicBool,
+    /// Frames and bytes received and written; only this connection's task updates them.
+    pub(crate) traffic_in: crate::stats::Traffic,
+    pub(crate) traffic_out: crate::stats::Traffic,
     state: Mutex<State>,
     queue: OutQueue,
     _slot: Option<ConnectionSlot>,
@@ -98,6 +101,8 @@ impl Connection {
             last_seen: AtomicI64::new(now),
             rtt_ms: AtomicU64::new(u64::MAX),
             registered: Default::default(),
+            traffic_in: Default::default(),
+            traffic_out: Default::default(),
             state: Mutex::new(State {
                 meta: info.meta,
                 rooms: BTreeSet::new(),

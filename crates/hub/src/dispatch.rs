@@ -204,6 +204,7 @@ impl Hub {
     }
 
     async fn reply_error(&self, conn: &Arc<Connection>, id: Option<RequestId>, e: HubError) {
+        self.inner.stats.error(e.code);
         if let Some(h) = self.hook(HookSet::ERROR) {
             h.on_error(conn, e.code, &e.message).await;
         }
@@ -348,7 +349,8 @@ impl Hub {
     ) -> Reply {
         let room = self.member_room(conn, room_id)?;
         let limit = page_limit(limit)?;
-        let st = room.lock();
+        let mut st = room.lock();
+        st.expire_history(now_ms());
         let messages = match since {
             Some(s) => st.since(s, limit),
             None => st.latest(limit),

@@ -112,10 +112,11 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     let mut batch = Vec::new();
+    let mut sample = None;
     let encoding = conn.encoding();
     loop {
         tokio::select! {
-            more = conn.queue().next_batch(&mut batch, encoding) => {
+            more = conn.queue().next_batch(&mut batch, encoding, &mut sample) => {
                 let close = batch.iter().find_map(|o| match o {
                     Outgoing::Close(code, reason) => Some((*code, reason.clone())),
                     _ => None,
@@ -123,6 +124,11 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 if let Err(e) = transport.send_batch(&batch).await {
                     return Ended { code: None, reason: e.to_string() };
                 }
+                if let Some(at) = sample.take() {
+                    hub.stats().record_delivery(at.elapsed().as_secs_f64());
+                }
+                let bytes: usize = batch.iter().map(Outgoing::len).sum();
+                conn.traffic_out.add(batch.len() as u64, bytes as u64);
                 batch.clear();
                 if !more {
                     let (code, reason) = close.unwrap_or((CloseCode::NORMAL.0, String::new()));
@@ -142,6 +148,9 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     }
                 };
                 conn.touch();
+                if let Incoming::Text(b) | Incoming::Binary(b) = &frame {
+                    conn.traffic_in.add(1, b.len() as u64);
+                }
                 alive_at = tokio::time::Instant::now();
                 let due = next_ping.min(alive_at + timeout);
                 if due != deadline {
@@ -169,7 +178,8 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     Incoming::Close(code) => {
                         // The transport has answered the close; write that answer out.
                         let _ = transport.send_batch(&[]).await;
-                        return Ended { code, reason: "closed by peer".into() };
+                        // A close frame without a code is reported as 1005 (RFC 6455 §7.4.1).
+                        return Ended { code: Some(code.unwrap_or(1005)), reason: "closed by peer".into() };
                     }
                 }
             }

@@ -94,6 +94,8 @@ pub struct EndpointRules {
     pub room_max_connections: usize,
     /// Default history size of rooms created here.
     pub history_size: usize,
+    /// Default history age limit of rooms created here (zero: none).
+    pub history_ttl: Duration,
     /// Enabled client message types.
     pub events: EventSet,
     /// Outbound queue bound, in messages.
@@ -118,6 +120,7 @@ impl EndpointRules {
             max_rooms_per_connection: 100,
             room_max_connections: 100,
             history_size: 100,
+            history_ttl: Duration::ZERO,
             events: EventSet::ALL,
             queue_size: 1024,
             slow_consumer: SlowConsumer::Disconnect,

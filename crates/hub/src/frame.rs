@@ -16,6 +16,10 @@ pub struct SharedFrame {
     msg: ServerMessage,
     json: OnceLock<Bytes>,
     msgpack: OnceLock<Bytes>,
+    /// Set on sampled room messages: when the frame was built. Only the first writer
+    /// records it (`sample_taken`); unsampled frames cost writers one branch.
+    sampled_at: Option<std::time::Instant>,
+    sample_taken: std::sync::atomic::AtomicBool,
 }
 
 impl SharedFrame {
@@ -25,7 +29,29 @@ impl SharedFrame {
             msg,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            sampled_at: None,
+            sample_taken: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Like [`SharedFrame::new`], carrying its creation time for one latency sample.
+    pub fn sampled(msg: ServerMessage) -> Arc<Self> {
+        Arc::new(SharedFrame {
+            msg,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+            sampled_at: Some(std::time::Instant::now()),
+            sample_taken: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The creation time, once: only the first writer of a sampled frame gets it.
+    pub fn take_sample(&self) -> Option<std::time::Instant> {
+        let at = self.sampled_at?;
+        (!self
+            .sample_taken
+            .swap(true, std::sync::atomic::Ordering::Relaxed))
+        .then_some(at)
     }
 
     /// The message itself.
@@ -87,6 +113,19 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// Payload bytes (0 for a close).
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Text(b) | Outgoing::Binary(b) => b.len(),
+            Outgoing::Close(..) => 0,
+        }
+    }
+
+    /// True for a close or an empty frame.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The frame for `payload` on a connection using `encoding`.
     pub fn from_payload(payload: &Payload, encoding: Encoding) -> Self {
         match payload {

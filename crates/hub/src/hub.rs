@@ -92,6 +92,7 @@ pub(crate) struct Inner {
     pub player_actions: DashMap<u64, Vec<crate::sessions::PlayerAction>>,
     /// Serializes playback writes so that validation and write cannot interleave.
     pub playback_lock: tokio::sync::Mutex<()>,
+    pub stats: crate::stats::Stats,
 }
 
 /// A handle that does not keep the hub alive; see [`Hub::downgrade`].
@@ -161,6 +162,7 @@ impl Hub {
                 playback: RwLock::new(Arc::new(crate::playback::MemoryPlaybackStore::new())),
                 player_actions: DashMap::new(),
                 playback_lock: tokio::sync::Mutex::new(()),
+                stats: Default::default(),
             }),
         }
     }
@@ -186,6 +188,63 @@ impl Hub {
     /// A weak handle, for tasks that must not keep the hub alive.
     pub fn downgrade(&self) -> WeakHub {
         WeakHub(Arc::downgrade(&self.inner))
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> &crate::stats::Stats {
+        &self.inner.stats
+    }
+
+    /// Where publish→write latency samples and store-append durations are recorded.
+    pub fn set_latency_sinks(
+        &self,
+        delivery: Box<dyn crate::stats::LatencySink>,
+        store: Box<dyn crate::stats::LatencySink>,
+    ) {
+        *self.inner.stats.delivery.write() = Some(delivery);
+        *self.inner.stats.store.write() = Some(store);
+    }
+
+    /// Current figures for a metrics scrape: the folded totals of ended connections plus
+    /// the live ones.
+    pub fn snapshot(&self) -> crate::stats::Snapshot {
+        use crate::stats::{ERROR_CODES, Snapshot};
+        let st = &self.inner.stats;
+        let (mut frames_in, mut bytes_in) = st.ended_in.get();
+        let (mut frames_out, mut bytes_out) = st.ended_out.get();
+        let mut snap = Snapshot::default();
+        for c in self.inner.connections.iter() {
+            let (f, b) = c.traffic_in.get();
+            frames_in += f;
+            bytes_in += b;
+            let (f, b) = c.traffic_out.get();
+            frames_out += f;
+            bytes_out += b;
+            *snap
+                .connections
+                .entry(c.endpoint().path.clone())
+                .or_default() += 1;
+            snap.slow_consumer_drops += c.queue().dropped();
+            snap.queued += c.queue().len() as u64;
+        }
+        for r in self.inner.rooms.iter() {
+            snap.members += r.lock().members.len() as u64;
+        }
+        snap.rooms = self.inner.rooms.len() as u64;
+        snap.frames_in = frames_in;
+        snap.bytes_in = bytes_in;
+        snap.frames_out = frames_out;
+        snap.bytes_out = bytes_out;
+        snap.slow_consumer_drops += st.ended_drops.load(Ordering::Relaxed);
+        snap.published = st.published.load(Ordering::Relaxed);
+        snap.accepted = st.accepted.load(Ordering::Relaxed);
+        snap.errors = ERROR_CODES
+            .iter()
+            .zip(&st.errors)
+            .map(|(c, n)| (c.as_str(), n.load(Ordering::Relaxed)))
+            .collect();
+        snap.closes = st.closes.lock().iter().map(|(k, v)| (*k, *v)).collect();
+        snap
     }
 
     /// Plugs in a cluster broker.
@@ -263,6 +322,7 @@ impl Hub {
         let id: Arc<str> =
             format!("{}.{}.{:x}", self.inner.config.node_id, self.inner.boot, n).into();
         let conn = Arc::new(Connection::new(id.clone(), info, endpoint.clone(), slot));
+        self.inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.inner.connections.insert(id, conn.clone());
         self.inner
             .clients
@@ -307,6 +367,14 @@ impl Hub {
         if self.inner.connections.remove(conn.id()).is_none() {
             return;
         }
+        let st = &self.inner.stats;
+        let (f, b) = conn.traffic_in.get();
+        st.ended_in.add(f, b);
+        let (f, b) = conn.traffic_out.get();
+        st.ended_out.add(f, b);
+        st.ended_drops
+            .fetch_add(conn.queue().dropped(), Ordering::Relaxed);
+        st.closed(code);
         if let dashmap::Entry::Occupied(mut e) = self.inner.clients.entry(conn.client_id().into()) {
             e.get_mut().retain(|c| !Arc::ptr_eq(c, conn));
             if e.get().is_empty() {
@@ -451,7 +519,8 @@ impl Hub {
         limit: usize,
     ) -> Option<(String, u64, Vec<RoomMessage>)> {
         let room = self.room(id)?;
-        let st = room.lock();
+        let mut st = room.lock();
+        st.expire_history(now_ms());
         let messages = match since {
             Some(s) => st.since(s, limit),
             None => st.latest(limit),
@@ -505,6 +574,11 @@ impl Hub {
             auto_created: false,
             slow_consumer: spec.slow_consumer.unwrap_or_default(),
             history_size: spec.history_size.unwrap_or(100),
+            history_ttl_ms: spec
+                .history_ttl_s
+                .unwrap_or(0)
+                .saturating_mul(1000)
+                .min(i64::MAX as u64) as i64,
             members: Default::default(),
             epoch: new_epoch(),
             offset: 0,
@@ -589,6 +663,8 @@ impl Hub {
                         auto_created: true,
                         slow_consumer: endpoint.slow_consumer,
                         history_size: endpoint.history_size,
+                        history_ttl_ms: endpoint.history_ttl.as_millis().min(i64::MAX as u128)
+                            as i64,
                         members: Default::default(),
                         epoch: new_epoch(),
                         offset: 0,
@@ -674,6 +750,7 @@ impl Hub {
                     }
                 }
             }
+            st.expire_history(now_ms());
             let (recovered, recovered_complete) = recover(&st, since);
             // Queued while the room is locked: no message of this room can slip in
             // between, so the client sees `joined` first and then every later offset.
@@ -914,13 +991,18 @@ impl Hub {
                 )
             }
         };
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
         match kept {
             Ok(message) if durable => {
+                let started = Instant::now();
                 self.inner
                     .store
                     .append(room.id(), std::slice::from_ref(&message))
                     .await
                     .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+                self.inner
+                    .stats
+                    .record_store(started.elapsed().as_secs_f64());
                 Ok(message.offset)
             }
             Ok(message) => Ok(message.offset),
@@ -1037,6 +1119,7 @@ impl Hub {
                 auto_created: false,
                 slow_consumer: info.slow_consumer,
                 history_size: info.history_size,
+                history_ttl_ms: info.history_ttl_s.saturating_mul(1000).min(i64::MAX as u64) as i64,
                 members: Default::default(),
                 epoch: info.epoch,
                 offset,
@@ -1219,7 +1302,11 @@ fn fan_out(room: &Room, st: &mut RoomState, message: RoomMessage, except: &[Stri
         },
         policy: st.slow_consumer,
     };
-    let frame = SharedFrame::new(ServerMessage::Message(message));
+    let frame = if message.offset % crate::stats::LATENCY_SAMPLE_EVERY == 0 {
+        SharedFrame::sampled(ServerMessage::Message(message))
+    } else {
+        SharedFrame::new(ServerMessage::Message(message))
+    };
     for (cid, m) in &st.members {
         if !except.iter().any(|e| **e == **cid) {
             m.conn.queue().push_room(Payload::Msg(frame.clone()), &tag);

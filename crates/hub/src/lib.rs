@@ -34,6 +34,7 @@ pub mod playback;
 pub mod queue;
 pub mod room;
 pub mod sessions;
+pub mod stats;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
@@ -48,4 +49,5 @@ pub use hub::{Hub, HubConfig, WeakHub};
 pub use playback::{MemoryPlaybackStore, PlaybackStore};
 pub use room::{CodeSpec, ParamSpec, RoomInfo, RoomSpec};
 pub use sessions::PlayerAction;
+pub use stats::{LatencySink, Snapshot};
 pub use store::{MemoryStore, Store, StoreError};

@@ -222,6 +222,17 @@ impl OutQueue {
     /// Returns false once the close has been handed out (the writer should stop after
     /// writing `out`).
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, encoding: Encoding) -> bool {
+        self.drain_sampled(out, encoding, &mut None)
+    }
+
+    /// Like [`OutQueue::drain_into`]; also sets `sample` to the creation time of a
+    /// latency-sampled frame in the batch, if this writer is the first to take it.
+    pub fn drain_sampled(
+        &self,
+        out: &mut Vec<Outgoing>,
+        encoding: Encoding,
+        sample: &mut Option<std::time::Instant>,
+    ) -> bool {
         let mut q = self.inner.lock();
         if q.finished {
             return false;
@@ -240,11 +251,14 @@ impl OutQueue {
             };
             out.push(Outgoing::from_payload(&Payload::msg(gap), encoding));
         }
-        out.extend(
-            q.items
-                .drain(..)
-                .map(|e| Outgoing::from_payload(&e.payload, encoding)),
-        );
+        out.extend(q.items.drain(..).map(|e| {
+            if let Payload::Msg(frame) = &e.payload
+                && let Some(at) = frame.take_sample()
+            {
+                *sample = Some(at);
+            }
+            Outgoing::from_payload(&e.payload, encoding)
+        }));
         // A burst can leave a large buffer behind; give it back so idle connections
         // stay small.
         if q.items.capacity() > 256 {
@@ -260,7 +274,12 @@ impl OutQueue {
 
     /// Waits until something is queued (or a close is asked for), then drains like
     /// [`OutQueue::drain_into`].
-    pub async fn next_batch(&self, out: &mut Vec<Outgoing>, encoding: Encoding) -> bool {
+    pub async fn next_batch(
+        &self,
+        out: &mut Vec<Outgoing>,
+        encoding: Encoding,
+        sample: &mut Option<std::time::Instant>,
+    ) -> bool {
         loop {
             {
                 let q = self.inner.lock();
@@ -273,7 +292,7 @@ impl OutQueue {
                     || q.abort.is_some();
                 drop(q);
                 if ready {
-                    return self.drain_into(out, encoding);
+                    return self.drain_sampled(out, encoding, sample);
                 }
             }
             self.notify.notified().await;
@@ -393,7 +412,7 @@ mod tests {
         let q2 = q.clone();
         let task = tokio::spawn(async move {
             let mut out = Vec::new();
-            q2.next_batch(&mut out, Encoding::Json).await;
+            q2.next_batch(&mut out, Encoding::Json, &mut None).await;
             out.len()
         });
         tokio::task::yield_now().await;

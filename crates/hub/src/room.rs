@@ -28,6 +28,8 @@ pub struct RoomSpec {
     /// Seconds until the room expires.
     pub ttl_s: Option<u64>,
     pub history_size: Option<usize>,
+    /// Seconds a message stays in history (0 = until pushed out by newer ones).
+    pub history_ttl_s: Option<u64>,
     pub durable: Option<bool>,
     pub meta: Option<Map>,
     pub params: Option<Vec<ParamSpec>>,
@@ -69,6 +71,9 @@ pub struct RoomInfo {
     pub expires_at: Option<i64>,
     pub members_count: usize,
     pub history_size: usize,
+    /// Seconds a message stays in history; 0 = no age limit.
+    #[serde(default)]
+    pub history_ttl_s: u64,
     pub durable: bool,
     pub params: Vec<ParamState>,
     pub slow_consumer: SlowConsumer,
@@ -117,6 +122,8 @@ pub(crate) struct RoomState {
     pub auto_created: bool,
     pub slow_consumer: SlowConsumer,
     pub history_size: usize,
+    /// Age limit of history entries, in ms; 0 = none.
+    pub history_ttl_ms: i64,
     pub members: BTreeMap<Arc<str>, MemberEntry>,
     pub epoch: String,
     pub offset: u64,
@@ -142,6 +149,7 @@ impl RoomState {
             expires_at: self.expires_at,
             members_count: self.members.len(),
             history_size: self.history_size,
+            history_ttl_s: (self.history_ttl_ms / 1000) as u64,
             durable: self.durable,
             params: self.params.clone(),
             slow_consumer: self.slow_consumer,
@@ -152,6 +160,7 @@ impl RoomState {
 
     /// Appends a message to the history ring, evicting the oldest past the bound.
     pub fn remember(&mut self, frame: Arc<SharedFrame>) {
+        self.expire_history(crate::clock::now_ms());
         if self.history_size == 0 {
             return;
         }
@@ -159,6 +168,23 @@ impl RoomState {
             self.history.pop_front();
         }
         self.history.push_back(frame);
+    }
+
+    /// Drops history entries older than the room's TTL. Entries are in time order, so
+    /// this only ever looks at the front.
+    pub fn expire_history(&mut self, now_ms: i64) {
+        if self.history_ttl_ms <= 0 {
+            return;
+        }
+        let cutoff = now_ms.saturating_sub(self.history_ttl_ms);
+        while self
+            .history
+            .front()
+            .and_then(|f| message_of(f))
+            .is_some_and(|m| m.ts < cutoff)
+        {
+            self.history.pop_front();
+        }
     }
 
     /// The oldest offset still in history, if any.

@@ -605,3 +605,28 @@ async fn hubs_on_one_bus_share_rooms_with_one_order() {
     }
     assert_eq!(seen_a, vec![2, 4, 6], "exclude_self crosses nodes");
 }
+
+#[tokio::test]
+async fn history_entries_expire_after_the_room_ttl() {
+    let hub = hub();
+    hub.create_room(RoomSpec {
+        id: Some("ttl".into()),
+        history_ttl_s: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    hub.publish("ttl", json!("old"), &[]).await.unwrap();
+    // Wait (bounded) until the first message is past its TTL, then publish another.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hub.history("ttl", None, 10).unwrap().2.len() == 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.publish("ttl", json!("new"), &[]).await.unwrap();
+    let (_, offset, messages) = hub.history("ttl", None, 10).unwrap();
+    assert_eq!(offset, 2, "offsets continue");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].data, json!("new"));
+    assert_eq!(hub.room_info("ttl").unwrap().history_ttl_s, 1);
+}

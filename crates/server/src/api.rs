@@ -169,6 +169,9 @@ async fn create_room(
         .max_connections
         .or(Some(s.room_defaults.room_max_connections));
     spec.history_size = spec.history_size.or(Some(s.room_defaults.history_size));
+    spec.history_ttl_s = spec
+        .history_ttl_s
+        .or(Some(s.room_defaults.history_ttl.as_secs()));
     spec.slow_consumer = spec.slow_consumer.or(Some(s.room_defaults.slow_consumer));
     let room = s.hub.create_room(spec).await?;
     Ok((StatusCode::CREATED, Json(json!({"room": room}))).into_response())

@@ -83,6 +83,7 @@ pub struct EndpointConfig {
     pub max_rooms_per_connection: Option<usize>,
     pub room_max_connections: Option<usize>,
     pub history_size: Option<usize>,
+    pub history_ttl_s: Option<u64>,
     pub events: Option<Vec<String>>,
     pub compression: Option<bool>,
     #[serde(default)]
@@ -310,6 +311,9 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     }
     if let Some(h) = e.history_size {
         r.history_size = h;
+    }
+    if let Some(t) = e.history_ttl_s {
+        r.history_ttl = Duration::from_secs(t);
     }
     if let Some(names) = &e.events {
         r.events = EventSet::from_names(names.iter().map(String::as_str))

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod origin;
 pub mod server;
 pub mod transport;

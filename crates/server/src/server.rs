@@ -46,6 +46,20 @@ pub fn router(hub: &Hub, config: &Config) -> Router {
         room_defaults: default_endpoint,
     }))
     .route("/healthz", get(api::healthz))
+    .route(
+        "/metrics",
+        get(crate::metrics::handler).with_state((
+            hub.clone(),
+            crate::metrics::Metrics::install(
+                hub,
+                config
+                    .endpoints
+                    .iter()
+                    .map(|e| e.rules.path.clone())
+                    .collect(),
+            ),
+        )),
+    )
     .route("/readyz", get(api::readyz).with_state(hub.clone()))
     .merge(web::router(default_ws))
 }

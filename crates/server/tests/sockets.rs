@@ -247,3 +247,72 @@ async fn shutdown_sends_closed_then_1001() {
     assert_eq!(close_code(&mut ws).await, Some(u16::from(CloseCode::Away)));
     tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_traffic_errors_and_closes() {
+    let (srv, _) = start("").await;
+    let mut ws = connect(srv.addr, "/ws").await;
+    next_json(&mut ws).await;
+    send(&mut ws, json!({"type":"join","room":"m","id":1})).await;
+    until(&mut ws, "joined").await;
+    for i in 0..3 {
+        send(&mut ws, json!({"type":"publish","room":"m","data":i})).await;
+        until(&mut ws, "message").await;
+    }
+    send(&mut ws, json!({"type":"nope"})).await;
+    until(&mut ws, "error").await;
+    let text = http_get(srv.addr, "/metrics").await;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+    };
+    assert_eq!(value("switchboard_connections{endpoint=\"/ws\"}"), 1.0);
+    assert_eq!(value("switchboard_published_total"), 3.0);
+    assert_eq!(value("switchboard_errors_total{code=\"BAD_REQUEST\"}"), 1.0);
+    assert!(value("switchboard_messages_in_total") >= 5.0);
+    // welcome + joined + 3 messages + error, at least.
+    assert!(value("switchboard_messages_out_total") >= 6.0);
+    assert_eq!(value("switchboard_rooms"), 1.0);
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = http_get(srv.addr, "/metrics").await;
+        if text.contains("switchboard_closes_total{code=\"1000\"} 1") {
+            assert!(
+                text.contains("switchboard_connections{endpoint=\"/ws\"} 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "close never counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    srv.stop().await;
+}
+
+/// A plain HTTP/1.1 GET; returns the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}

@@ -10,8 +10,6 @@ PENDING = {
     "test_auth.py": "JWT auth (auth.*) not implemented yet",
     "test_compression.py": "permessage-deflate (compression) not implemented yet",
     "test_hooks.py": "webhooks (hooks.*) not implemented yet",
-    "test_rest.py::test_metrics_are_prometheus_text": "GET /metrics not implemented yet",
-    "test_rest.py::test_open_routes_need_no_token[/metrics]": "GET /metrics not implemented yet",
     "test_rest.py::test_readyz_and_openapi": "GET /api/openapi.json not implemented yet",
 }
 
