@@ -17,6 +17,14 @@
 //! they do not compete for a core (skipped with a note when `taskset` or a second CPU
 //! is missing). Every child is killed when it is no longer needed, on error and on
 //! Ctrl-C (`kill_on_drop`); every wait has a time limit.
+//!
+//! `--scenario durable` is different: there is no baseline (it has no store). For every
+//! run it starts Switchboard once per store of `--stores` — `memory`, `sqlite://` a file
+//! in the temporary folder, `postgres://…?options[search_path]=bench_<pid>` (a schema it
+//! creates and drops with `psql`) — each store emptied before its server starts, and runs
+//! the durable scenario against a durable room and an ordinary room on that same server.
+//! The ordinary room is the reference: the table gives, per store, the medians of both and
+//! the durable/ordinary ratio of acked publishes per second. `all` does not include it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -39,7 +47,28 @@ pub enum ScenarioChoice {
     Fanout,
     Idle,
     Echo,
+    /// idle, fanout and echo against Switchboard and the baseline.
     All,
+    /// Acked publishes to durable vs ordinary rooms, per store (Switchboard only).
+    Durable,
+}
+
+/// A store `--scenario durable` runs Switchboard on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,10 +103,27 @@ pub struct Args {
     /// echo: connections.
     #[arg(long, default_value_t = 64)]
     pub echo_connections: usize,
-    /// fanout and echo: seconds of load per run.
+    /// durable: publisher connections.
+    #[arg(long, default_value_t = 8)]
+    pub publishers: usize,
+    /// durable: publishes each publisher keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// durable: the stores to run Switchboard on.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "memory,sqlite,postgres"
+    )]
+    pub stores: Vec<StoreKind>,
+    /// durable: the PostgreSQL database (a schema `bench_<pid>` is made in it with psql).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres: String,
+    /// fanout, echo and durable: seconds of load per run.
     #[arg(long, default_value_t = 10.0)]
     pub duration_secs: f64,
-    /// fanout and echo: payload size in bytes.
+    /// fanout, echo and durable: payload size in bytes.
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
     /// Outbound queue bound per connection, for both servers.
@@ -99,6 +145,8 @@ enum Scenario {
     Idle,
     Fanout,
     Echo,
+    /// Publishing to a durable room (`true`) or an ordinary one.
+    Durable(bool),
 }
 
 impl Scenario {
@@ -107,6 +155,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Fanout => "fanout",
             Scenario::Echo => "echo",
+            Scenario::Durable(_) => "durable",
         }
     }
 
@@ -116,6 +165,7 @@ impl Scenario {
             Scenario::Idle => "server_kib_per_conn",
             Scenario::Fanout => "delivered_per_sec",
             Scenario::Echo => "round_trips_per_sec",
+            Scenario::Durable(_) => "acked_per_sec",
         }
     }
 
@@ -125,8 +175,30 @@ impl Scenario {
             ScenarioChoice::Idle => vec![Scenario::Idle],
             ScenarioChoice::Echo => vec![Scenario::Echo],
             ScenarioChoice::All => vec![Scenario::Idle, Scenario::Fanout, Scenario::Echo],
+            // Run by `run_durable`, which pairs each with the other on the same server.
+            ScenarioChoice::Durable => vec![Scenario::Durable(true), Scenario::Durable(false)],
         }
     }
+}
+
+/// The two rooms of the durable scenario, in the order run `run` measures them (the order
+/// alternates so neither always goes first on a fresh server).
+fn durable_order(run: usize) -> [Scenario; 2] {
+    if run.is_multiple_of(2) {
+        [Scenario::Durable(true), Scenario::Durable(false)]
+    } else {
+        [Scenario::Durable(false), Scenario::Durable(true)]
+    }
+}
+
+/// Rotates the stores by one per run, so each is first (on a quiet machine) as often.
+fn store_order(stores: &[StoreKind], run: usize) -> Vec<StoreKind> {
+    let mut order = stores.to_vec();
+    if !order.is_empty() {
+        let shift = run % order.len();
+        order.rotate_left(shift);
+    }
+    order
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +248,10 @@ max_connections = 60000
 room_max_connections = 60000
 max_message_size = 65536
 queue_size = {queue_size}
+# The baseline has no presence. A room of N subscribers that fills up would otherwise
+# send N² presence_join events before the first publish; the fan-out figures measure
+# room messages only.
+presence_events_max_members = 0
 
 [[endpoint]]
 path = "/echo"
@@ -343,23 +419,30 @@ impl Plan<'_> {
     }
 
     async fn start_server(&self, server: Server) -> Result<RunningServer> {
-        let listen = ["--listen".to_owned(), "127.0.0.1:0".to_owned()];
-        let cmd = match server {
-            Server::Switchboard => {
-                let mut args = listen.to_vec();
-                args.extend(["--store".into(), "memory".into(), "--config".into()]);
-                args.push(self.config.display().to_string());
-                args.extend(self.args.server_args.iter().cloned());
-                command(&self.args.server_bin, &args, self.server_cpu())
-            }
+        match server {
+            Server::Switchboard => self.start_switchboard("memory").await,
             Server::Baseline => {
-                let mut args = vec!["baseline-server".to_owned()];
-                args.extend(listen);
-                args.extend(["--queue-size".into(), self.args.queue_size.to_string()]);
-                command(&self.exe, &args, self.server_cpu())
+                let args: Vec<String> = vec![
+                    "baseline-server".into(),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--queue-size".into(),
+                    self.args.queue_size.to_string(),
+                ];
+                let cmd = command(&self.exe, &args, self.server_cpu());
+                RunningServer::start(cmd, server.name(), self.args.verbose).await
             }
-        };
-        RunningServer::start(cmd, server.name(), self.args.verbose).await
+        }
+    }
+
+    /// Switchboard on the store `--store URL`.
+    async fn start_switchboard(&self, store: &str) -> Result<RunningServer> {
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        args.extend(["--store".into(), store.to_owned(), "--config".into()]);
+        args.push(self.config.display().to_string());
+        args.extend(self.args.server_args.iter().cloned());
+        let cmd = command(&self.args.server_bin, &args, self.server_cpu());
+        RunningServer::start(cmd, Server::Switchboard.name(), self.args.verbose).await
     }
 
     /// The scenario's command line against a server at `addr` with process `pid`.
@@ -380,6 +463,7 @@ impl Plan<'_> {
                 add("--url", format!("ws://{addr}/ws"));
                 add("--connections", a.connections.to_string());
                 add("--rooms", rooms.to_string());
+                add("--ramp-per-sec", a.ramp_per_sec.to_string());
             }
             Scenario::Fanout => {
                 add("--url", format!("ws://{addr}/ws"));
@@ -388,15 +472,31 @@ impl Plan<'_> {
                 add("--stall", a.stall.to_string());
                 add("--duration-secs", a.duration_secs.to_string());
                 add("--payload-bytes", a.payload_bytes.to_string());
+                add("--ramp-per-sec", a.ramp_per_sec.to_string());
             }
             Scenario::Echo => {
                 add("--url", format!("ws://{addr}/echo"));
                 add("--connections", a.echo_connections.to_string());
                 add("--duration-secs", a.duration_secs.to_string());
                 add("--payload-bytes", a.payload_bytes.to_string());
+                add("--ramp-per-sec", a.ramp_per_sec.to_string());
+            }
+            Scenario::Durable(durable) => {
+                add("--url", format!("ws://{addr}/ws"));
+                add("--api", format!("http://{addr}"));
+                add("--publishers", a.publishers.to_string());
+                add("--in-flight", a.in_flight.to_string());
+                add("--duration-secs", a.duration_secs.to_string());
+                add("--payload-bytes", a.payload_bytes.to_string());
+                let room = if durable {
+                    "bench-durable"
+                } else {
+                    "bench-ordinary"
+                };
+                add("--room", room.into());
+                add("--durable", durable.to_string());
             }
         }
-        add("--ramp-per-sec", a.ramp_per_sec.to_string());
         add("--server-pid", pid.to_string());
         v.push("--json".into());
         v
@@ -409,6 +509,7 @@ impl Plan<'_> {
             Scenario::Idle => a.connections,
             Scenario::Fanout => a.subscribers + a.stall + 1,
             Scenario::Echo => a.echo_connections,
+            Scenario::Durable(_) => a.publishers,
         };
         let opening = connections as f64 / a.ramp_per_sec.max(1.0);
         let load = match scenario {
@@ -416,6 +517,8 @@ impl Plan<'_> {
             // settle, straggler window, stall probe
             Scenario::Fanout => a.duration_secs + 1.0 + 5.0 + 6.0,
             Scenario::Echo => a.duration_secs + 5.0,
+            // last acks, REST calls
+            Scenario::Durable(_) => a.duration_secs + 12.0 + 20.0,
         };
         Duration::from_secs_f64(opening + load + 30.0) + 2 * CONNECT_LIMIT
     }
@@ -462,34 +565,60 @@ struct Row {
     ratio: Option<f64>,
 }
 
-/// Medians per figure, in the order figures first appear.
-fn summarize(scenario: &str, switchboard: &[&Report], baseline: &[&Report]) -> Vec<Row> {
-    let mut rows: Vec<Row> = Vec::new();
-    for metric in switchboard.iter().chain(baseline).flat_map(|r| &r.metrics) {
-        if rows.iter().any(|row| row.key == metric.key) {
+/// The medians of one figure over two sets of runs, and their ratio.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+struct Pair {
+    key: String,
+    label: String,
+    unit: String,
+    a: Option<f64>,
+    b: Option<f64>,
+    /// a / b
+    ratio: Option<f64>,
+}
+
+/// Medians per figure of two sets of runs, in the order figures first appear.
+fn pair_medians(a: &[&Report], b: &[&Report]) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = Vec::new();
+    for metric in a.iter().chain(b).flat_map(|r| &r.metrics) {
+        if pairs.iter().any(|p| p.key == metric.key) {
             continue;
         }
         let median_of = |reports: &[&Report]| {
             let values: Vec<f64> = reports.iter().filter_map(|r| r.get(&metric.key)).collect();
             stats::median(&values)
         };
-        let sb = median_of(switchboard);
-        let base = median_of(baseline);
-        let ratio = match (sb, base) {
-            (Some(s), Some(b)) if b != 0.0 => Some(s / b),
+        let (ma, mb) = (median_of(a), median_of(b));
+        let ratio = match (ma, mb) {
+            (Some(x), Some(y)) if y != 0.0 => Some(x / y),
             _ => None,
         };
-        rows.push(Row {
-            scenario: scenario.to_owned(),
+        pairs.push(Pair {
             key: metric.key.clone(),
             label: metric.label.clone(),
             unit: metric.unit.clone(),
-            switchboard: sb,
-            baseline: base,
+            a: ma,
+            b: mb,
             ratio,
         });
     }
-    rows
+    pairs
+}
+
+/// Medians per figure, in the order figures first appear.
+fn summarize(scenario: &str, switchboard: &[&Report], baseline: &[&Report]) -> Vec<Row> {
+    pair_medians(switchboard, baseline)
+        .into_iter()
+        .map(|p| Row {
+            scenario: scenario.to_owned(),
+            key: p.key,
+            label: p.label,
+            unit: p.unit,
+            switchboard: p.a,
+            baseline: p.b,
+            ratio: p.ratio,
+        })
+        .collect()
 }
 
 fn render(rows: &[Row], runs: usize, pinned: bool) -> String {
@@ -536,6 +665,9 @@ pub async fn run(args: &Args, json: bool) -> Result<()> {
     if !args.server_bin.exists() {
         bail!("server binary {} not found", args.server_bin.display());
     }
+    if args.scenario == ScenarioChoice::Durable && args.stores.is_empty() {
+        bail!("--stores names no store");
+    }
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let dir =
         TempDir(std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id())));
@@ -551,6 +683,9 @@ pub async fn run(args: &Args, json: bool) -> Result<()> {
         config,
         pin,
     };
+    if args.scenario == ScenarioChoice::Durable {
+        return run_durable(&plan, &dir.0, json).await;
+    }
 
     let scenarios = Scenario::selected(args.scenario);
     let mut results: Vec<(Scenario, RunReport)> = Vec::new();
@@ -624,6 +759,345 @@ pub async fn run(args: &Args, json: bool) -> Result<()> {
         println!("{table}");
     }
     Ok(())
+}
+
+// -- durable: stores compared -----------------------------------------------------------
+
+/// Time limit for one `psql` call.
+const PSQL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Columns of the durable table: figure key and heading.
+const DURABLE_COLUMNS: &[(&str, &str)] = &[
+    ("acked_per_sec", "acked/s"),
+    ("ack_p50_ms", "ack p50 ms"),
+    ("ack_p99_ms", "ack p99 ms"),
+    ("ack_max_ms", "ack max ms"),
+    ("server_cpu_s", "server cpu s"),
+    ("acked_per_server_cpu_s", "acked/server cpu-s"),
+    ("store_append_mean_ms", "append mean ms"),
+];
+
+/// Figures that must stay 0 in a sound run; any other value is shown under the table.
+const DURABLE_ZEROES: &[&str] = &[
+    "publishers_failed",
+    "errors",
+    "unanswered",
+    "duplicate_offsets",
+];
+
+/// `sqlite://` + an absolute path = `sqlite:///abs/path`.
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// A PostgreSQL URL whose connections use `schema` (sqlx's `options[search_path]`).
+fn postgres_url(base: &str, schema: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options[search_path]={schema}")
+}
+
+fn psql_command(database: &str, sql: &str) -> [String; 8] {
+    [
+        "-X".into(),
+        "-q".into(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+        "-d".into(),
+        database.into(),
+        "-c".into(),
+        sql.into(),
+    ]
+}
+
+/// Runs one SQL command with `psql` on `database`.
+async fn psql(database: &str, sql: &str) -> Result<()> {
+    let output = tokio::time::timeout(
+        PSQL_LIMIT,
+        Command::new("psql")
+            .args(psql_command(database, sql))
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("psql took over {PSQL_LIMIT:?}"))?
+    .context(
+        "cannot run psql (the PostgreSQL client): install it, or leave postgres out of --stores",
+    )?;
+    if !output.status.success() {
+        bail!(
+            "psql -c {sql:?} on {database} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The stores of the durable comparison: an SQLite file in the temporary folder and a
+/// PostgreSQL schema, both emptied before every server start. The schema is dropped at
+/// the end.
+struct DurableStores {
+    sqlite: PathBuf,
+    postgres: String,
+    schema: String,
+    schema_made: bool,
+}
+
+impl DurableStores {
+    fn new(dir: &Path, postgres: &str) -> Self {
+        Self {
+            sqlite: dir.join("bench.db"),
+            postgres: postgres.to_owned(),
+            schema: format!("bench_{}", std::process::id()),
+            schema_made: false,
+        }
+    }
+
+    /// The `--store` URL of an empty store of this kind.
+    async fn fresh(&mut self, kind: StoreKind) -> Result<String> {
+        match kind {
+            StoreKind::Memory => Ok("memory".into()),
+            StoreKind::Sqlite => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = self.sqlite.clone().into_os_string();
+                    file.push(suffix);
+                    match std::fs::remove_file(&file) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(e).with_context(|| {
+                                format!("cannot remove {}", PathBuf::from(file).display())
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(sqlite_url(&self.sqlite))
+            }
+            StoreKind::Postgres => {
+                let s = &self.schema;
+                self.schema_made = true;
+                psql(
+                    &self.postgres,
+                    &format!("DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}"),
+                )
+                .await?;
+                Ok(postgres_url(&self.postgres, s))
+            }
+        }
+    }
+}
+
+impl Drop for DurableStores {
+    fn drop(&mut self) {
+        if self.schema_made {
+            // Best effort, bounded by PGCONNECT_TIMEOUT.
+            let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+            let _ = std::process::Command::new("psql")
+                .args(psql_command(&self.postgres, &sql))
+                .env("PGCONNECT_TIMEOUT", "10")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// One durable-scenario run: a store, a room kind and what the scenario reported.
+#[derive(Debug, Serialize)]
+struct DurableRun {
+    run: usize,
+    store: &'static str,
+    durable: bool,
+    report: Report,
+}
+
+/// The medians of one store: `a` is the durable room, `b` the ordinary one.
+#[derive(Debug)]
+struct DurableRow {
+    store: &'static str,
+    pairs: Vec<Pair>,
+}
+
+impl DurableRow {
+    fn pair(&self, key: &str) -> Option<&Pair> {
+        self.pairs.iter().find(|p| p.key == key)
+    }
+}
+
+fn render_durable(rows: &[DurableRow], runs: usize, pinned: bool) -> String {
+    let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), report::format_value);
+    let mut table = Vec::new();
+    for row in rows {
+        for durable in [false, true] {
+            let mut line = vec![
+                row.store.to_owned(),
+                if durable { "durable" } else { "ordinary" }.to_owned(),
+            ];
+            for (key, _) in DURABLE_COLUMNS {
+                let pair = row.pair(key);
+                line.push(cell(pair.and_then(|p| if durable { p.a } else { p.b })));
+            }
+            let ratio = if durable {
+                row.pair("acked_per_sec")
+                    .and_then(|p| p.ratio)
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+            } else {
+                String::new()
+            };
+            line.push(ratio);
+            table.push(line);
+        }
+    }
+    let mut header = vec!["store", "room"];
+    header.extend(DURABLE_COLUMNS.iter().map(|(_, h)| *h));
+    header.push("acked/s vs ordinary");
+    let mut out = format!(
+        "Durable publish (acked) — medians of {runs} run(s){}\n{}",
+        if pinned {
+            ", servers on CPU 0, load on CPU 1"
+        } else {
+            ", not pinned"
+        },
+        report::render_rows(&header, &table)
+    );
+    for row in rows {
+        for pair in row
+            .pairs
+            .iter()
+            .filter(|p| DURABLE_ZEROES.contains(&p.key.as_str()))
+        {
+            for (room, value) in [("durable", pair.a), ("ordinary", pair.b)] {
+                if value.is_some_and(|v| v != 0.0) {
+                    out.push_str(&format!(
+                        "warning: {} {room} room: median {} = {}\n",
+                        row.store,
+                        pair.label,
+                        cell(value)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `compare --scenario durable`: see the module documentation.
+async fn run_durable(plan: &Plan<'_>, dir: &Path, json: bool) -> Result<()> {
+    let args = plan.args;
+    let mut kinds: Vec<StoreKind> = Vec::new();
+    for &kind in &args.stores {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    let mut stores = DurableStores::new(dir, &args.postgres);
+    let mut results: Vec<DurableRun> = Vec::new();
+    for run in 0..args.runs {
+        for kind in store_order(&kinds, run) {
+            let url = stores
+                .fresh(kind)
+                .await
+                .with_context(|| format!("preparing the {} store", kind.name()))?;
+            eprintln!(
+                "== run {}/{} durable on {} ({})",
+                run + 1,
+                args.runs,
+                kind.name(),
+                crate_redact(&url)
+            );
+            let running = plan
+                .start_switchboard(&url)
+                .await
+                .with_context(|| format!("starting switchboard on the {} store", kind.name()))?;
+            for scenario in durable_order(run) {
+                let durable = matches!(scenario, Scenario::Durable(true));
+                let room = if durable { "durable" } else { "ordinary" };
+                let report = match plan.run_scenario(scenario, &running).await {
+                    Ok(report) => report,
+                    Err(e) => {
+                        running.stop().await;
+                        return Err(e.context(format!(
+                            "run {} of durable ({room} room) on {}",
+                            run + 1,
+                            kind.name()
+                        )));
+                    }
+                };
+                eprintln!(
+                    "== durable on {} {room} room: acked/s = {}",
+                    kind.name(),
+                    report
+                        .get(scenario.headline())
+                        .map_or_else(|| "-".into(), report::format_value)
+                );
+                results.push(DurableRun {
+                    run: run + 1,
+                    store: kind.name(),
+                    durable,
+                    report,
+                });
+            }
+            running.stop().await;
+        }
+    }
+
+    let rows: Vec<DurableRow> = kinds
+        .iter()
+        .map(|kind| {
+            let of = |durable: bool| -> Vec<&Report> {
+                results
+                    .iter()
+                    .filter(|r| r.store == kind.name() && r.durable == durable)
+                    .map(|r| &r.report)
+                    .collect()
+            };
+            DurableRow {
+                store: kind.name(),
+                pairs: pair_medians(&of(true), &of(false)),
+            }
+        })
+        .collect();
+    let table = render_durable(&rows, args.runs, plan.pin);
+    if json {
+        eprintln!("{table}");
+        let medians: Vec<serde_json::Value> = rows
+            .iter()
+            .flat_map(|row| {
+                row.pairs.iter().map(|p| {
+                    serde_json::json!({
+                        "store": row.store, "key": p.key, "label": p.label, "unit": p.unit,
+                        "durable": p.a, "ordinary": p.b, "ratio": p.ratio,
+                    })
+                })
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "compare": {
+                "scenario": "durable", "runs": args.runs, "pinned": plan.pin,
+                "medians": medians, "results": results,
+            }
+        });
+        println!("{summary}");
+    } else {
+        println!("{table}");
+    }
+    Ok(())
+}
+
+/// A store URL as printed in progress lines: any password replaced by `***`.
+fn crate_redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -706,5 +1180,75 @@ mod tests {
             Some(60000)
         );
         Ok(())
+    }
+    #[test]
+    fn durable_rooms_and_stores_alternate_between_runs() {
+        assert_eq!(durable_order(0)[0], Scenario::Durable(true));
+        assert_eq!(durable_order(1)[0], Scenario::Durable(false));
+        let all = [StoreKind::Memory, StoreKind::Sqlite, StoreKind::Postgres];
+        assert_eq!(store_order(&all, 0), all.to_vec());
+        assert_eq!(
+            store_order(&all, 1),
+            vec![StoreKind::Sqlite, StoreKind::Postgres, StoreKind::Memory]
+        );
+        assert_eq!(store_order(&all, 3), all.to_vec());
+        assert!(store_order(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn store_urls_for_the_durable_comparison() {
+        assert_eq!(
+            sqlite_url(Path::new("/tmp/switchboard-bench-1/bench.db")),
+            "sqlite:///tmp/switchboard-bench-1/bench.db"
+        );
+        assert_eq!(
+            postgres_url("postgres://postgres@127.0.0.1:5432/test", "bench_7"),
+            "postgres://postgres@127.0.0.1:5432/test?options[search_path]=bench_7"
+        );
+        assert_eq!(
+            postgres_url("postgres://u@h/db?sslmode=disable", "bench_7"),
+            "postgres://u@h/db?sslmode=disable&options[search_path]=bench_7"
+        );
+        assert_eq!(
+            crate_redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(crate_redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(crate_redact("memory"), "memory");
+    }
+
+    #[test]
+    fn durable_table_shows_both_rooms_and_the_ratio() {
+        let report = |acked: f64, errors: f64| {
+            let mut r = Report::new("durable", "ws://x/ws");
+            r.push("acked_per_sec", "acked publishes/s", "msg/s", acked)
+                .push("errors", "error replies", "msgs", errors);
+            r
+        };
+        let durable = [report(100.0, 0.0), report(300.0, 0.0), report(200.0, 2.0)];
+        let ordinary = [report(1000.0, 0.0)];
+        let row = DurableRow {
+            store: "sqlite",
+            pairs: pair_medians(
+                &durable.iter().collect::<Vec<_>>(),
+                &ordinary.iter().collect::<Vec<_>>(),
+            ),
+        };
+        let acked = row.pair("acked_per_sec").cloned();
+        assert_eq!(acked.as_ref().and_then(|p| p.a), Some(200.0));
+        assert_eq!(acked.as_ref().and_then(|p| p.ratio), Some(0.2));
+        let text = render_durable(&[row], 3, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("medians of 3 run(s)"), "{text}");
+        assert!(
+            lines[2].starts_with("sqlite") && lines[2].contains("ordinary"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("durable") && lines[3].trim_end().ends_with("0.20"),
+            "{text}"
+        );
+        // The median error count is 0: no warning.
+        assert!(!text.contains("warning"), "{text}");
     }
 }

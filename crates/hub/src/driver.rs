@@ -130,6 +130,10 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 let bytes: usize = batch.iter().map(Outgoing::len).sum();
                 conn.traffic_out.add(batch.len() as u64, bytes as u64);
                 batch.clear();
+                // Do not let one burst pin a large batch buffer for the connection's life.
+                if batch.capacity() > 64 {
+                    batch.shrink_to(16);
+                }
                 if !more {
                     let (code, reason) = close.unwrap_or((CloseCode::NORMAL.0, String::new()));
                     return Ended { code: Some(code), reason };

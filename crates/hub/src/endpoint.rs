@@ -100,6 +100,10 @@ pub struct EndpointRules {
     pub events: EventSet,
     /// Outbound queue bound, in messages.
     pub queue_size: usize,
+    /// `presence_join`/`presence_leave` are broadcast only while a room has at most this
+    /// many members: each join costs one event per member, so a room of N members that
+    /// fills up costs N² events. Bigger rooms rely on paged `presence` requests.
+    pub presence_events_max_members: usize,
     /// Default slow-consumer policy of rooms created here.
     pub slow_consumer: SlowConsumer,
     connections: AtomicUsize,
@@ -123,6 +127,7 @@ impl EndpointRules {
             history_ttl: Duration::ZERO,
             events: EventSet::ALL,
             queue_size: 1024,
+            presence_events_max_members: 1000,
             slow_consumer: SlowConsumer::Disconnect,
             connections: AtomicUsize::new(0),
         }

@@ -739,7 +739,7 @@ impl Hub {
             let first_here = st.members.is_empty();
             st.members.insert(conn.id_arc().clone(), entry);
             st.empty_since = None;
-            if !already {
+            if !already && st.members.len() <= conn.endpoint().presence_events_max_members {
                 let notice = Payload::Msg(SharedFrame::new(ServerMessage::PresenceJoin {
                     room: room_id.to_owned(),
                     member,
@@ -823,12 +823,15 @@ impl Hub {
             let Some(entry) = st.members.remove(conn.id()) else {
                 return false;
             };
+            let quiet = st.members.len() >= conn.endpoint().presence_events_max_members;
             let notice = Payload::Msg(SharedFrame::new(ServerMessage::PresenceLeave {
                 room: room_id.to_owned(),
                 member: entry.member(),
             }));
-            for m in st.members.values() {
-                m.conn.send(notice.clone());
+            if !quiet {
+                for m in st.members.values() {
+                    m.conn.send(notice.clone());
+                }
             }
             if st.members.is_empty() {
                 st.empty_since = Some(Instant::now());

@@ -126,8 +126,12 @@ impl OutQueue {
     }
 
     fn push_entry(&self, entry: Entry, policy: SlowConsumer) -> Pushed {
-        let outcome = {
+        let (outcome, wake) = {
             let mut q = self.inner.lock();
+            // The writer only needs waking when the queue goes from empty to not empty:
+            // otherwise it has a wake-up pending already or is about to drain. Under load
+            // this turns one wake-up per message into one per batch.
+            let was_empty = q.items.is_empty();
             if q.abort.is_some() || q.close.is_some() || q.finished {
                 return Pushed::Closing;
             }
@@ -147,19 +151,19 @@ impl OutQueue {
             }
             if q.items.len() < self.bound {
                 q.items.push_back(entry);
-                Pushed::Queued
+                (Pushed::Queued, was_empty)
+            } else if policy != SlowConsumer::Disconnect && self.drop_oldest(&mut q) {
+                q.items.push_back(entry);
+                (Pushed::Queued, was_empty)
             } else {
-                if policy != SlowConsumer::Disconnect && self.drop_oldest(&mut q) {
-                    q.items.push_back(entry);
-                    Pushed::Queued
-                } else {
-                    q.items.clear();
-                    q.abort = Some((CloseCode::SLOW_CONSUMER.0, "slow consumer".into()));
-                    Pushed::Overflowed
-                }
+                q.items.clear();
+                q.abort = Some((CloseCode::SLOW_CONSUMER.0, "slow consumer".into()));
+                (Pushed::Overflowed, true)
             }
         };
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
         outcome
     }
 

@@ -91,6 +91,7 @@ pub struct EndpointConfig {
     #[serde(default)]
     pub require_origin: bool,
     pub queue_size: Option<usize>,
+    pub presence_events_max_members: Option<usize>,
     pub slow_consumer: Option<SlowConsumer>,
     pub accepts_per_second: Option<u32>,
     pub auth: Option<toml::Table>,
@@ -294,6 +295,9 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
         r.room_max_connections,
     )?;
     r.queue_size = positive("queue_size", e.queue_size, r.queue_size)?;
+    if let Some(n) = e.presence_events_max_members {
+        r.presence_events_max_members = n;
+    }
     if let Some(ms) = e.ping_interval_ms {
         if ms < 10 {
             return Err(invalid(key("ping_interval_ms"), "must be at least 10"));
