@@ -1305,7 +1305,10 @@ fn fan_out(room: &Room, st: &mut RoomState, message: RoomMessage, except: &[Stri
         },
         policy: st.slow_consumer,
     };
-    let frame = if message.offset % crate::stats::LATENCY_SAMPLE_EVERY == 0 {
+    let frame = if message
+        .offset
+        .is_multiple_of(crate::stats::LATENCY_SAMPLE_EVERY)
+    {
         SharedFrame::sampled(ServerMessage::Message(message))
     } else {
         SharedFrame::new(ServerMessage::Message(message))

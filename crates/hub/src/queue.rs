@@ -149,10 +149,10 @@ impl OutQueue {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            if q.items.len() < self.bound {
-                q.items.push_back(entry);
-                (Pushed::Queued, was_empty)
-            } else if policy != SlowConsumer::Disconnect && self.drop_oldest(&mut q) {
+            // Room for it, or made room by the policy (drop_oldest runs only when full).
+            if q.items.len() < self.bound
+                || (policy != SlowConsumer::Disconnect && self.drop_oldest(&mut q))
+            {
                 q.items.push_back(entry);
                 (Pushed::Queued, was_empty)
             } else {

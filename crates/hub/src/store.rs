@@ -7,6 +7,7 @@
 //! process (tests, `--store memory`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -45,10 +46,37 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A [`Store`] that keeps everything in memory: nothing survives the process.
+///
+/// Follows the same rules as the SQL stores in `switchboard-store` (the shared
+/// conformance suite runs on all of them):
+/// - a saved room keeps at most its newest `history_size` messages (0 keeps none),
+///   trimmed on every append and when a save shrinks the bound;
+/// - saving a room again with the same epoch never moves its offset backwards; saving it
+///   with a new epoch drops the old epoch's messages and takes the new offset;
+/// - appends to a room that was never saved are kept, untrimmed, but the room is not
+///   listed by `load_rooms`;
+/// - `load_rooms` lists rooms by id, with no members and the highest offset reached.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    rooms: Mutex<HashMap<String, RoomInfo>>,
-    history: Mutex<HashMap<String, BTreeMap<u64, RoomMessage>>>,
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    rooms: BTreeMap<String, RoomInfo>,
+    history: HashMap<String, BTreeMap<u64, RoomMessage>>,
+}
+
+impl MemoryState {
+    /// Drops a saved room's oldest messages beyond its bound.
+    fn trim(&mut self, room: &str) {
+        let (Some(info), Some(ring)) = (self.rooms.get(room), self.history.get_mut(room)) else {
+            return;
+        };
+        while ring.len() > info.history_size {
+            ring.pop_first();
+        }
+    }
 }
 
 impl MemoryStore {
@@ -65,34 +93,59 @@ impl Store for MemoryStore {
     }
 
     async fn load_rooms(&self) -> Result<Vec<RoomInfo>, StoreError> {
-        Ok(self.rooms.lock().values().cloned().collect())
+        let st = self.state.lock();
+        Ok(st
+            .rooms
+            .values()
+            .map(|info| {
+                let mut info = info.clone();
+                if let Some((&last, _)) = st.history.get(&info.id).and_then(|r| r.last_key_value())
+                {
+                    info.offset = info.offset.max(last);
+                }
+                info.members_count = 0;
+                info
+            })
+            .collect())
     }
 
     async fn save_room(&self, room: &RoomInfo) -> Result<(), StoreError> {
-        self.rooms.lock().insert(room.id.clone(), room.clone());
+        let mut st = self.state.lock();
+        let mut info = room.clone();
+        match st.rooms.get(&room.id) {
+            // A save taken before the latest appends must not move the offset back.
+            Some(old) if old.epoch == room.epoch => info.offset = info.offset.max(old.offset),
+            // A new epoch restarts offsets: the old epoch's messages would collide.
+            Some(_) => {
+                st.history.remove(&room.id);
+            }
+            None => {}
+        }
+        st.rooms.insert(room.id.clone(), info);
+        // The bound may have shrunk.
+        st.trim(&room.id);
         Ok(())
     }
 
     async fn delete_room(&self, id: &str) -> Result<(), StoreError> {
-        self.rooms.lock().remove(id);
-        self.history.lock().remove(id);
+        let mut st = self.state.lock();
+        st.rooms.remove(id);
+        st.history.remove(id);
         Ok(())
     }
 
     async fn append(&self, room: &str, messages: &[RoomMessage]) -> Result<(), StoreError> {
-        let mut all = self.history.lock();
-        let ring = all.entry(room.to_owned()).or_default();
+        let Some(last) = messages.iter().map(|m| m.offset).max() else {
+            return Ok(());
+        };
+        let mut st = self.state.lock();
+        let ring = st.history.entry(room.to_owned()).or_default();
         for m in messages {
             ring.insert(m.offset, m.clone());
         }
-        if let Some(info) = self.rooms.lock().get_mut(room)
-            && let Some(last) = messages.last()
-        {
-            info.offset = info.offset.max(last.offset);
-            // Keep the stored history within the room's bound.
-            while ring.len() > info.history_size.max(1) {
-                ring.pop_first();
-            }
+        if let Some(info) = st.rooms.get_mut(room) {
+            info.offset = info.offset.max(last);
+            st.trim(room);
         }
         Ok(())
     }
@@ -103,13 +156,13 @@ impl Store for MemoryStore {
         since: Option<u64>,
         limit: usize,
     ) -> Result<Vec<RoomMessage>, StoreError> {
-        let all = self.history.lock();
-        let Some(ring) = all.get(room) else {
+        let st = self.state.lock();
+        let Some(ring) = st.history.get(room) else {
             return Ok(Vec::new());
         };
         Ok(match since {
             Some(s) => ring
-                .range(s + 1..)
+                .range((Bound::Excluded(s), Bound::Unbounded))
                 .take(limit)
                 .map(|(_, m)| m.clone())
                 .collect(),

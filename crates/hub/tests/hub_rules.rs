@@ -640,12 +640,23 @@ async fn big_rooms_stop_broadcasting_presence_events() {
     let c = connect(&hub, "c", &r);
     send(&hub, &a, json!({"type":"join","room":"big"})).await;
     send(&hub, &b, json!({"type":"join","room":"big"})).await;
-    assert_eq!(types(&drain(&a)), vec!["presence_join"], "2 members: still announced");
+    assert_eq!(
+        types(&drain(&a)),
+        vec!["presence_join"],
+        "2 members: still announced"
+    );
     let joined = send(&hub, &c, json!({"type":"join","room":"big"})).await;
-    assert_eq!(joined[0]["members"].as_array().unwrap().len(), 3, "joined lists everyone");
+    assert_eq!(
+        joined[0]["members"].as_array().unwrap().len(),
+        3,
+        "joined lists everyone"
+    );
     assert!(drain(&a).is_empty(), "3 members: over the limit, no event");
     send(&hub, &c, json!({"type":"leave","room":"big"})).await;
-    assert!(drain(&a).is_empty(), "leaving a room over the limit is quiet too");
+    assert!(
+        drain(&a).is_empty(),
+        "leaving a room over the limit is quiet too"
+    );
     send(&hub, &b, json!({"type":"leave","room":"big"})).await;
     assert_eq!(types(&drain(&a)), vec!["presence_leave"]);
 }

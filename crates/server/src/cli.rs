@@ -97,7 +97,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(redis) = &config.redis {
         anyhow::bail!("cluster mode (--redis {redis}) is not available in this build yet");
     }
-    let store = switchboard_store::open(&config.store)
+    let stores = switchboard_store::open_all(&config.store)
         .await
         .with_context(|| {
             format!(
@@ -105,7 +105,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 switchboard_store::redact_url(&config.store)
             )
         })?;
-    let hub = Hub::with_store(config.hub.clone(), store);
+    let hub = Hub::with_store(config.hub.clone(), stores.rooms.clone());
+    hub.set_playback_store(stores.playback.clone());
+    // One node: no device registered by a previous process is connected any more.
+    stores
+        .playback
+        .mark_all_gone()
+        .await
+        .context("cannot reset registered connections in the store")?;
     let restored = hub
         .restore()
         .await

@@ -10,6 +10,11 @@
 //!
 //! The schema lives in whatever `search_path` the connection has, so several stores can
 //! share one database in different schemas (`?options[search_path]=NAME` in the URL).
+//!
+//! The same struct is also the [`PlaybackStore`](switchboard_hub::PlaybackStore) (in
+//! `playback`), in the same database and schema.
+
+mod playback;
 
 use std::str::FromStr;
 
@@ -30,10 +35,13 @@ const BACKEND: &str = "postgres";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A [`Store`] in a PostgreSQL database.
+/// A [`Store`] and [`PlaybackStore`](switchboard_hub::PlaybackStore) in a PostgreSQL
+/// database.
 #[derive(Debug)]
 pub struct PostgresStore {
-    reader: PgPool,
+    /// Reads, and playback writes (PostgreSQL takes concurrent writers itself); room
+    /// writes go through `writer` on a connection of their own.
+    pool: PgPool,
     writer: Writer,
     location: String,
 }
@@ -75,7 +83,7 @@ impl PostgresStore {
                 source,
             })?;
 
-        let reader = PgPoolOptions::new()
+        let pool = PgPoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .acquire_timeout(options.connect_timeout)
             .connect_with(connect)
@@ -89,7 +97,7 @@ impl PostgresStore {
             options.max_batch,
         );
         Ok(PostgresStore {
-            reader,
+            pool,
             writer,
             location: shown,
         })
@@ -120,7 +128,7 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.writer.is_alive()?;
         sqlx::query("SELECT 1")
-            .execute(&self.reader)
+            .execute(&self.pool)
             .await
             .map_err(err)?;
         Ok(())
@@ -133,7 +141,7 @@ impl Store for PostgresStore {
                       r.history_size
                FROM rooms r ORDER BY r.id"#,
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&self.pool)
         .await
         .map_err(err)?;
         rows.into_iter().map(decode_room).collect()
@@ -171,7 +179,7 @@ impl Store for PostgresStore {
             .bind(room)
             .bind(clamp_i64(since))
             .bind(limit)
-            .fetch_all(&self.reader)
+            .fetch_all(&self.pool)
             .await
             .map_err(err)?,
             None => {
@@ -181,7 +189,7 @@ impl Store for PostgresStore {
                 )
                 .bind(room)
                 .bind(limit)
-                .fetch_all(&self.reader)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(err)?;
                 newest.reverse();

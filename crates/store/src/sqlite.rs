@@ -9,6 +9,11 @@
 //!
 //! `sqlite::memory:` (tests) is one private database per store: since every connection to
 //! it must be the same one, reads and writes share the writer's single connection.
+//!
+//! The same struct is also the [`PlaybackStore`](switchboard_hub::PlaybackStore) (in
+//! `playback`), on the same file and the same single write connection.
+
+mod playback;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -32,10 +37,14 @@ const BACKEND: &str = "sqlite";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// A [`Store`] in a SQLite file (or in memory, for tests).
+/// A [`Store`] and [`PlaybackStore`](switchboard_hub::PlaybackStore) in a SQLite file (or
+/// in memory, for tests).
 #[derive(Debug)]
 pub struct SqliteStore {
     reader: SqlitePool,
+    /// The one write connection (a one-connection pool): the group-commit writer's, also
+    /// taken by playback writes so that this process never has two SQLite writers.
+    write: SqlitePool,
     writer: Writer,
     location: String,
 }
@@ -136,12 +145,15 @@ impl SqliteStore {
 
         let writer = Writer::spawn(
             BACKEND,
-            SqliteWriter { pool: write_pool },
+            SqliteWriter {
+                pool: write_pool.clone(),
+            },
             options.queue_capacity,
             options.max_batch,
         );
         Ok(SqliteStore {
             reader,
+            write: write_pool,
             writer,
             location: shown,
         })

@@ -38,6 +38,7 @@ fn room() -> RoomInfo {
         expires_at: None,
         members_count: 0,
         history_size: 1_000_000,
+        history_ttl_s: 0,
         durable: true,
         params: Vec::new(),
         slow_consumer: SlowConsumer::Disconnect,

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use switchboard_hub::{MemoryStore, Store};
-use switchboard_store::StoreOptions;
+use switchboard_hub::{PlaybackStore, Store};
+use switchboard_store::{StoreOptions, Stores};
 
 /// How long one test may take, store setup and cleanup included.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,8 +33,8 @@ pub enum Kind {
 pub struct Fixture {
     /// The URL `switchboard_store::open` takes (empty for memory).
     pub url: String,
-    /// Memory has no URL to reopen: the one store is handed out each time.
-    memory: Option<Arc<MemoryStore>>,
+    /// Memory has no URL to reopen: the same stores are handed out each time.
+    memory: Option<Stores>,
     /// Keeps the SQLite directory alive until the test ends.
     _dir: Option<Arc<tempfile::TempDir>>,
     /// The PostgreSQL schema to drop afterwards.
@@ -42,14 +42,30 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Opens the store (again, for persistent backends: a reopen sees what was committed).
+    /// Opens the room store (again, for persistent backends: a reopen sees what was
+    /// committed).
     pub async fn open(&self) -> Arc<dyn Store> {
         match &self.memory {
-            Some(m) => m.clone(),
+            Some(m) => m.rooms.clone(),
             None => switchboard_store::open(&self.url)
                 .await
                 .unwrap_or_else(|e| panic!("opening {}: {e}", self.url)),
         }
+    }
+
+    /// Opens both stores on the fixture's backend (again, for persistent backends).
+    pub async fn open_all(&self) -> Stores {
+        match &self.memory {
+            Some(m) => m.clone(),
+            None => switchboard_store::open_all(&self.url)
+                .await
+                .unwrap_or_else(|e| panic!("opening {}: {e}", self.url)),
+        }
+    }
+
+    /// Opens the playback store (again, for persistent backends).
+    pub async fn open_playback(&self) -> Arc<dyn PlaybackStore> {
+        self.open_all().await.playback
     }
 
     /// Options that make an unreachable database fail fast.
@@ -85,7 +101,7 @@ pub async fn fixture(kind: Kind) -> Option<Fixture> {
     match kind {
         Kind::Memory => Some(Fixture {
             url: String::new(),
-            memory: Some(Arc::new(MemoryStore::new())),
+            memory: Some(Stores::memory()),
             _dir: None,
             schema: None,
         }),

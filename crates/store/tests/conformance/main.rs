@@ -1,7 +1,7 @@
-//! The store conformance suite (`suite.rs`) run against every backend (`fixture.rs`):
-//! memory, SQLite (a temporary file) and PostgreSQL (a schema per test), one test per case
-//! and backend; then what only the SQL stores promise: typed open errors, group commit,
-//! WAL mode.
+//! The store conformance suite — rooms (`suite.rs`) and playback (`playback.rs`) — run
+//! against every backend (`fixture.rs`): memory, SQLite (a temporary file) and PostgreSQL
+//! (a schema per test), one test per case and backend; then what only the SQL stores
+//! promise: typed open errors, group commit, WAL mode.
 //!
 //! PostgreSQL is `postgres://postgres@127.0.0.1:5432/test` unless `SWITCHBOARD_TEST_POSTGRES`
 //! says otherwise; unreachable, its tests fail unless `SWITCHBOARD_SKIP_POSTGRES=1`.
@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fixture;
+mod playback;
 mod suite;
 
 use std::sync::Arc;
@@ -18,10 +19,15 @@ use fixture::{Fixture, Kind, run};
 use switchboard_hub::Store;
 use switchboard_store::{Backend, OpenError, PostgresStore, SqliteStore, StoreOptions};
 
-/// One test per (backend, case): `store` cases get a freshly opened store, `fixture` cases
-/// the fixture itself (to reopen it).
+/// One test per (backend, case): `store` cases get a freshly opened room store, `playback`
+/// cases a freshly opened playback store, `fixture` cases (rooms) and `playback_fixture`
+/// cases the fixture itself (to reopen it).
 macro_rules! backend {
-    ($name:ident, $kind:expr, store: [$($case:ident),* $(,)?], fixture: [$($fcase:ident),* $(,)?]) => {
+    ($name:ident, $kind:expr,
+     store: [$($case:ident),* $(,)?],
+     fixture: [$($fcase:ident),* $(,)?],
+     playback: [$($pcase:ident),* $(,)?],
+     playback_fixture: [$($pfcase:ident),* $(,)?]) => {
         mod $name {
             use super::*;
             $(
@@ -36,45 +42,86 @@ macro_rules! backend {
                     run($kind, suite::$fcase).await;
                 }
             )*
-            /// The whole suite on one store, as a single caller would see it.
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $pcase() {
+                    run($kind, |f: Fixture| async move {
+                        playback::$pcase(f.open_playback().await).await
+                    })
+                    .await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $pfcase() {
+                    run($kind, playback::$pfcase).await;
+                }
+            )*
+            /// The whole room suite on one store, as a single caller would see it.
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn whole_suite_on_one_store() {
                 run($kind, |f: Fixture| async move { suite::conformance(f.open().await).await })
                     .await;
             }
+            /// The whole playback suite on one store.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn whole_playback_suite_on_one_store() {
+                run($kind, |f: Fixture| async move {
+                    playback::conformance(f.open_playback().await).await
+                })
+                .await;
+            }
         }
     };
 }
 
-backend!(memory, Kind::Memory,
-    store: [ping, room_round_trip, append_and_history, odd_payloads_round_trip,
-            same_offset_twice_keeps_one, trims_to_history_size, delete_room,
-            unsaved_room_keeps_history, concurrent_appends],
-    fixture: []);
+/// Every case, on every backend. The lists are the same for all three: memory follows
+/// the SQL stores' rules.
+macro_rules! every_backend {
+    ($($name:ident => $kind:expr),* $(,)?) => {
+        $(
+            backend!($name, $kind,
+                store: [ping, room_round_trip, append_and_history, odd_payloads_round_trip,
+                        same_offset_twice_keeps_one, trims_to_history_size, delete_room,
+                        unsaved_room_keeps_history, concurrent_appends, new_epoch_starts_over],
+                fixture: [offsets_continue_after_reopen],
+                playback: [sessions_crud_scoped_by_profile,
+                           partial_updates_change_only_given_fields, playlist_json_round_trips,
+                           unknown_ids, register_connection_assigns_player_ids,
+                           reregistration_keeps_ids_by_name, set_players_needs_registration,
+                           mark_gone_keeps_connection_listed, players_by_profile,
+                           audio_zones_with_players, concurrent_creates,
+                           mark_all_gone_at_start],
+                playback_fixture: [playback_survives_reopen]);
+        )*
+    };
+}
 
-backend!(sqlite, Kind::Sqlite,
-    store: [ping, room_round_trip, append_and_history, odd_payloads_round_trip,
-            same_offset_twice_keeps_one, trims_to_history_size, delete_room,
-            unsaved_room_keeps_history, concurrent_appends, new_epoch_starts_over],
-    fixture: [offsets_continue_after_reopen]);
+every_backend! {
+    memory => Kind::Memory,
+    sqlite => Kind::Sqlite,
+    postgres => Kind::Postgres,
+}
 
-backend!(postgres, Kind::Postgres,
-    store: [ping, room_round_trip, append_and_history, odd_payloads_round_trip,
-            same_offset_twice_keeps_one, trims_to_history_size, delete_room,
-            unsaved_room_keeps_history, concurrent_appends, new_epoch_starts_over],
-    fixture: [offsets_continue_after_reopen]);
-
-/// `sqlite::memory:` is a working store of its own (one private database per open).
+/// `sqlite::memory:` is a working store of its own (one private database per open), for
+/// rooms and playback alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_in_memory_passes_the_suite() {
     tokio::time::timeout(fixture::TEST_TIMEOUT, async {
-        let a = switchboard_store::open("sqlite::memory:").await.unwrap();
-        let b = switchboard_store::open("sqlite::memory:").await.unwrap();
-        suite::conformance(a.clone()).await;
+        let a = switchboard_store::open_all("sqlite::memory:")
+            .await
+            .unwrap();
+        let b = switchboard_store::open_all("sqlite::memory:")
+            .await
+            .unwrap();
+        assert_eq!(a.backend, Backend::Sqlite);
+        suite::conformance(a.rooms.clone()).await;
+        playback::conformance(a.playback.clone()).await;
         assert!(
-            b.load_rooms().await.unwrap().is_empty(),
+            b.rooms.load_rooms().await.unwrap().is_empty(),
             "in-memory stores are separate"
         );
+        assert!(b.playback.sessions("crud").await.unwrap().is_empty());
     })
     .await
     .expect("timed out");
@@ -278,14 +325,37 @@ async fn bad_urls_give_typed_errors() {
     .expect("timed out");
 }
 
-/// `memory` opens the hub's in-memory store.
+/// `memory` opens the hub's in-memory stores.
 #[tokio::test]
 async fn memory_url_opens_a_memory_store() {
     tokio::time::timeout(fixture::TEST_TIMEOUT, async {
         let store = switchboard_store::open("memory").await.unwrap();
         store.ping().await.unwrap();
         suite::room_round_trip(store).await;
+        let all = switchboard_store::open_all("memory").await.unwrap();
+        assert_eq!(all.backend, Backend::Memory);
+        suite::room_round_trip(all.rooms).await;
+        playback::sessions_crud_scoped_by_profile(all.playback).await;
     })
     .await
     .expect("timed out");
+}
+
+/// Playback writes share SQLite's single write connection with the group-commit writer:
+/// interleaved with a stream of concurrent appends, both complete and nothing is lost
+/// (no `database is locked`, no deadlock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_playback_writes_interleave_with_group_commit() {
+    run(Kind::Sqlite, |f: Fixture| async move {
+        let stores = f.open_all().await;
+        let appends = tokio::spawn(suite::concurrent_appends(stores.rooms.clone()));
+        playback::concurrent_creates(stores.playback.clone()).await;
+        playback::reregistration_keeps_ids_by_name(stores.playback.clone()).await;
+        appends.await.unwrap();
+        assert_eq!(
+            stores.playback.sessions("concurrent").await.unwrap().len(),
+            20
+        );
+    })
+    .await;
 }

@@ -24,6 +24,7 @@ pub async fn conformance(store: Arc<dyn Store>) {
     trims_to_history_size(store.clone()).await;
     delete_room(store.clone()).await;
     unsaved_room_keeps_history(store.clone()).await;
+    new_epoch_starts_over(store.clone()).await;
     concurrent_appends(store).await;
 }
 
@@ -43,6 +44,7 @@ pub fn room(id: &str, history_size: usize) -> RoomInfo {
         // Restored rooms have no members; saving one with none keeps equality simple.
         members_count: 0,
         history_size,
+        history_ttl_s: 3600,
         durable: true,
         params: vec![ParamState {
             name: "volume".into(),
@@ -105,6 +107,7 @@ pub async fn room_round_trip(store: Arc<dyn Store>) {
     b.params = Vec::new();
     b.slow_consumer = SlowConsumer::Disconnect;
     b.offset = 42;
+    b.history_ttl_s = 0;
     store.save_room(&a).await.unwrap();
     store.save_room(&b).await.unwrap();
 
@@ -229,10 +232,12 @@ pub async fn trims_to_history_size(store: Arc<dyn Store>) {
     );
     assert_eq!(loaded(&store, id).await.unwrap().offset, 12);
 
-    // A smaller bound applies from the next append on (at the latest).
+    // A smaller bound applies as soon as it is saved.
     let mut smaller = room(id, 2);
     smaller.offset = 12;
     store.save_room(&smaller).await.unwrap();
+    assert_eq!(offsets(&all_history(&store, id).await), [11, 12]);
+    assert_eq!(loaded(&store, id).await.unwrap().offset, 12);
     store.append(id, &messages(id, 13..=13)).await.unwrap();
     assert_eq!(offsets(&all_history(&store, id).await), [12, 13]);
 
@@ -241,16 +246,27 @@ pub async fn trims_to_history_size(store: Arc<dyn Store>) {
     assert_eq!(offsets(&all_history(&store, id).await), [19, 20]);
     assert_eq!(loaded(&store, id).await.unwrap().offset, 20);
 
-    // No history at all (or at most the last message): the offset still counts on.
+    // No history at all: nothing is kept, and the offset still counts on.
     let none = "trim-zero";
     store.save_room(&room(none, 0)).await.unwrap();
     store.append(none, &messages(none, 1..=4)).await.unwrap();
-    let kept = offsets(&all_history(&store, none).await);
-    assert!(
-        kept.is_empty() || kept == [4],
-        "history_size 0 kept {kept:?}"
+    assert_eq!(
+        offsets(&all_history(&store, none).await),
+        Vec::<u64>::new(),
+        "history_size 0 keeps nothing"
     );
+    assert!(store.history(none, None, 10).await.unwrap().is_empty());
     assert_eq!(loaded(&store, none).await.unwrap().offset, 4);
+    store.append(none, &messages(none, 5..=5)).await.unwrap();
+    assert_eq!(loaded(&store, none).await.unwrap().offset, 5);
+
+    // A bigger bound keeps what is still there and lets history grow again.
+    let mut bigger = room(id, 4);
+    bigger.offset = 20;
+    store.save_room(&bigger).await.unwrap();
+    assert_eq!(offsets(&all_history(&store, id).await), [19, 20]);
+    store.append(id, &messages(id, 21..=22)).await.unwrap();
+    assert_eq!(offsets(&all_history(&store, id).await), [19, 20, 21, 22]);
 }
 
 /// Deleting a room forgets it and its history; its id can be used afresh.
@@ -408,7 +424,7 @@ pub async fn offsets_continue_after_reopen(fixture: Fixture) {
 }
 
 /// A room saved with a new epoch starts over: its old offsets and history belong to the
-/// old epoch. (SQL stores; `MemoryStore` keeps the old messages.)
+/// old epoch.
 pub async fn new_epoch_starts_over(store: Arc<dyn Store>) {
     let id = "epoch";
     store.save_room(&room(id, 100)).await.unwrap();
