@@ -38,6 +38,41 @@ fn check_volume(v: f64) -> HubResult<()> {
     Ok(())
 }
 
+/// Names are stored as text by every backend: at most 256 bytes, no NUL.
+fn check_name(what: &str, name: &str) -> HubResult<()> {
+    if name.len() > 256 || name.contains('\0') {
+        return Err(HubError::bad_request(format!(
+            "{what} must be at most 256 bytes without NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Tracks are JSON objects the application defines.
+fn check_playlist(playlist: &[Value]) -> HubResult<()> {
+    if let Some(i) = playlist.iter().position(|t| !t.is_object()) {
+        return Err(HubError::bad_request(format!(
+            "playlist[{i}] must be a JSON object (a track)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_position(p: u64) -> HubResult<()> {
+    if p > i64::MAX as u64 {
+        return Err(HubError::bad_request("position is too large"));
+    }
+    Ok(())
+}
+
+fn check_players(players: &[NewPlayer]) -> HubResult<()> {
+    for p in players {
+        check_name("player names", &p.name)?;
+        check_name("player types", &p.kind)?;
+    }
+    Ok(())
+}
+
 fn check_seek(v: f64) -> HubResult<()> {
     if !v.is_finite() || v < 0.0 {
         return Err(HubError::bad_request(format!(
@@ -148,6 +183,8 @@ impl Hub {
         if let Some(v) = new.volume {
             check_volume(v)?;
         }
+        check_name("session names", &new.name)?;
+        check_playlist(&new.playlist)?;
         let _write = self.inner.playback_lock.lock().await;
         self.check_refs(profile, new.audio_zone_id, Some(&new.active_players))
             .await?;
@@ -175,8 +212,17 @@ impl Hub {
         if let Some(v) = changes.seek {
             check_seek(v)?;
         }
-        if changes.name.as_ref().is_some_and(|n| n.len() > 256) {
-            return Err(HubError::bad_request("session names are at most 256 bytes"));
+        if let Some(name) = &changes.name {
+            check_name("session names", name)?;
+        }
+        if let Some(playlist) = &changes.playlist {
+            check_playlist(playlist)?;
+        }
+        if let Some(p) = changes.position {
+            check_position(p)?;
+        }
+        if changes.is_empty() {
+            return Err(HubError::bad_request("nothing to change"));
         }
         let session = {
             let _write = self.inner.playback_lock.lock().await;
@@ -275,6 +321,8 @@ impl Hub {
         conn: &Connection,
         new: NewConnection,
     ) -> HubResult<()> {
+        check_name("connection names", &new.name)?;
+        check_players(&new.players)?;
         {
             let _write = self.inner.playback_lock.lock().await;
             self.playback()
@@ -292,6 +340,7 @@ impl Hub {
         conn: &Connection,
         players: Vec<NewPlayer>,
     ) -> HubResult<()> {
+        check_players(&players)?;
         {
             let _write = self.inner.playback_lock.lock().await;
             self.playback()
@@ -351,9 +400,10 @@ impl Hub {
         profile: &str,
         new: NewAudioZone,
     ) -> HubResult<AudioZone> {
-        if new.name.is_empty() || new.name.len() > 256 {
-            return Err(HubError::bad_request("audio zone names are 1 to 256 bytes"));
+        if new.name.is_empty() {
+            return Err(HubError::bad_request("audio zone names must not be empty"));
         }
+        check_name("audio zone names", &new.name)?;
         let zone = {
             let _write = self.inner.playback_lock.lock().await;
             self.check_refs(profile, None, Some(&new.players)).await?;

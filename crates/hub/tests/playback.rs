@@ -182,3 +182,37 @@ async fn registered_connections_players_zones_and_actions() {
         vec![json!({"type":"download_event","data":{"progress":0.5}})]
     );
 }
+
+#[tokio::test]
+async fn values_every_backend_can_store_are_checked_first() {
+    let hub = hub();
+    let r = rules(|_| {});
+    let a = connect_profile(&hub, "a", "p", &r);
+    for bad in [
+        json!({"type":"create_session","id":1,"session":{"name":"nul\u{0}here"}}),
+        json!({"type":"create_session","id":1,"session":{"name":"x","playlist":["not a track"]}}),
+        json!({"type":"register_connection","id":1,"connection":{"name":"x","players":[{"name":"p\u{0}","type":"t"}]}}),
+    ] {
+        let e = send(&hub, &a, bad.clone()).await;
+        assert_eq!(e[0]["code"], "BAD_REQUEST", "{bad}");
+    }
+    let s = hub.create_session("p", Default::default()).await.unwrap();
+    drain(&a);
+    let e = send(
+        &hub,
+        &a,
+        json!({"type":"update_session","id":2,"session_id":s.session_id,"position":u64::MAX}),
+    )
+    .await;
+    assert_eq!(e[0]["code"], "BAD_REQUEST");
+    let e = send(
+        &hub,
+        &a,
+        json!({"type":"update_session","id":3,"session_id":s.session_id}),
+    )
+    .await;
+    assert_eq!(
+        e[0]["code"], "BAD_REQUEST",
+        "an update that changes nothing"
+    );
+}
