@@ -9,8 +9,8 @@
 //! order and the same offsets.
 //!
 //! [`MemoryBus`] is the in-process implementation: several hubs in one process sharing
-//! rooms, which is how the seam is tested. `switchboard-redis` implements the same trait
-//! over Redis.
+//! rooms, which is how the seam is tested. A Redis implementation of the same trait is
+//! what a cluster of processes will use.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -51,16 +51,16 @@ pub trait Broker: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 }
 
-#[derive(Default)]
-struct BusState {
-    offsets: HashMap<String, u64>,
-    nodes: Vec<(Weak<NodeInner>, mpsc::Sender<Envelope>)>,
-}
+type NodeList = Vec<(Weak<NodeInner>, mpsc::Sender<Envelope>)>;
 
 /// An in-process message bus connecting several hubs, as Redis connects several nodes.
 #[derive(Clone, Default)]
 pub struct MemoryBus {
-    state: Arc<Mutex<BusState>>,
+    // An async lock: a publish holds it while it hands the envelope to every node, so
+    // each node's channel receives a room's envelopes in offset order even when a
+    // channel is full and the send has to wait.
+    offsets: Arc<tokio::sync::Mutex<HashMap<String, u64>>>,
+    nodes: Arc<Mutex<NodeList>>,
 }
 
 struct NodeInner {
@@ -87,7 +87,7 @@ impl MemoryBus {
             rooms: Mutex::new(HashSet::new()),
         });
         let (tx, mut rx) = mpsc::channel::<Envelope>(capacity.max(1));
-        self.state.lock().nodes.push((Arc::downgrade(&node), tx));
+        self.nodes.lock().push((Arc::downgrade(&node), tx));
         let weak = hub.downgrade();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
@@ -105,32 +105,23 @@ impl MemoryBus {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, mut envelope: Envelope) -> Result<u64, BrokerError> {
-        // Sequencing and enqueueing happen under one lock, so every node's channel
-        // receives a room's envelopes in offset order.
-        let targets = {
-            let mut st = self.bus.state.lock();
-            st.nodes.retain(|(n, _)| n.strong_count() > 0);
-            let room = envelope.message.room.clone();
-            let next = st.offsets.entry(room.clone()).or_insert(0);
-            *next += 1;
-            envelope.message.offset = *next;
-            let mut targets = Vec::new();
-            for (node, tx) in &st.nodes {
-                if node
-                    .upgrade()
-                    .is_some_and(|n| n.rooms.lock().contains(&room))
-                {
-                    match tx.try_reserve() {
-                        Ok(permit) => permit.send(envelope.clone()),
-                        Err(_) => targets.push(tx.clone()),
-                    }
-                }
-            }
-            targets
+        let mut offsets = self.bus.offsets.lock().await;
+        let room = envelope.message.room.clone();
+        let next = offsets.entry(room.clone()).or_insert(0);
+        *next += 1;
+        envelope.message.offset = *next;
+        let targets: Vec<_> = {
+            let mut nodes = self.bus.nodes.lock();
+            nodes.retain(|(n, _)| n.strong_count() > 0);
+            nodes
+                .iter()
+                .filter(|(n, _)| n.upgrade().is_some_and(|n| n.rooms.lock().contains(&room)))
+                .map(|(_, tx)| tx.clone())
+                .collect()
         };
-        // Nodes whose queue was full get theirs after the lock is released; they may
-        // then see it after a later offset, which deliver_remote reports as a gap.
         for tx in targets {
+            // A full channel makes the publisher wait (still holding the sequence
+            // lock): backpressure, never loss or reordering.
             let _ = tx.send(envelope.clone()).await;
         }
         Ok(envelope.message.offset)

@@ -754,12 +754,15 @@ impl Hub {
             let (recovered, recovered_complete) = recover(&st, since);
             // Queued while the room is locked: no message of this room can slip in
             // between, so the client sees `joined` first and then every later offset.
+            let (members, next_cursor) = first_members(&st, conn.id());
             conn.send(Payload::msg(ServerMessage::Joined {
                 id,
                 room: room_id.to_owned(),
                 epoch: st.epoch.clone(),
                 offset: st.offset,
-                members: st.members.values().map(MemberEntry::member).collect(),
+                members,
+                members_count: st.members.len(),
+                next_cursor,
                 recovered,
                 recovered_complete,
             }));
@@ -1381,6 +1384,27 @@ fn param_state(spec: &ParamSpec) -> HubResult<ParamState> {
         min,
         max,
     })
+}
+
+/// Members listed in `joined`: at most one presence page, so that joining a big room
+/// costs one bounded frame; the joiner is always included. The cursor continues after
+/// the last listed member in connection-id order.
+fn first_members(st: &RoomState, me: &str) -> (Vec<switchboard_protocol::Member>, Option<String>) {
+    const PAGE: usize = 100;
+    if st.members.len() <= PAGE {
+        return (st.members.values().map(MemberEntry::member).collect(), None);
+    }
+    let mut members: Vec<_> = st.members.values().take(PAGE - 1).collect();
+    let cursor = members.last().map(|m| m.conn.id().to_owned());
+    if !members.iter().any(|m| m.conn.id() == me)
+        && let Some(mine) = st.members.get(me)
+    {
+        members.push(mine);
+    }
+    (
+        members.into_iter().map(MemberEntry::member).collect(),
+        cursor,
+    )
 }
 
 /// What a joining client missed since `since`, and whether that is everything.

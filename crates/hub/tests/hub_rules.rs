@@ -660,3 +660,42 @@ async fn big_rooms_stop_broadcasting_presence_events() {
     send(&hub, &b, json!({"type":"leave","room":"big"})).await;
     assert_eq!(types(&drain(&a)), vec!["presence_leave"]);
 }
+
+#[tokio::test]
+async fn joining_a_big_room_lists_one_page_including_the_joiner() {
+    let hub = hub();
+    let r = rules(|r| {
+        r.room_max_connections = 1000;
+        r.presence_events_max_members = 0;
+    });
+    let conns: Vec<_> = (0..150)
+        .map(|i| connect(&hub, &format!("c{i:03}"), &r))
+        .collect();
+    let mut last = Value::Null;
+    for c in &conns {
+        last = send(&hub, c, json!({"type":"join","room":"big"}))
+            .await
+            .remove(0);
+    }
+    let members = last["members"].as_array().unwrap();
+    assert_eq!(members.len(), 100);
+    assert_eq!(last["members_count"], 150);
+    let me = conns[149].id();
+    assert!(
+        members.iter().any(|m| m["connection_id"] == me),
+        "the joiner is listed"
+    );
+    let cursor = last["next_cursor"].clone();
+    assert!(cursor.is_string());
+    let page = send(
+        &hub,
+        &conns[149],
+        json!({"type":"presence","room":"big","cursor":cursor,"limit":1000}),
+    )
+    .await;
+    assert_eq!(
+        page[0]["members"].as_array().unwrap().len(),
+        51,
+        "the rest, from the cursor on"
+    );
+}

@@ -71,7 +71,15 @@ pub enum ServerMessage {
         room: String,
         epoch: String,
         offset: u64,
+        /// The members, the joiner always among them; at most one presence page in a
+        /// big room (see `members_count` and `next_cursor`).
         members: Vec<Member>,
+        /// How many members the room has.
+        #[serde(default)]
+        members_count: usize,
+        /// Set when `members` is not the whole room: page on with `presence`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
         recovered: Vec<RoomMessage>,
         recovered_complete: bool,
     },

@@ -1,14 +1,18 @@
 //! The hub's [`Transport`] over a tokio-tungstenite WebSocket.
 //!
-//! Outgoing text frames are written as ready-made frames rather than `Message::Text`, so
-//! tungstenite does not re-validate UTF-8 for every recipient of a broadcast: the bytes
-//! were produced by our encoder (or validated once on receipt, for raw relays).
+//! Reading, control frames and the closing handshake are tungstenite's. Outgoing data
+//! frames are not: a batch is framed into one scratch buffer and written to the socket
+//! directly, after tungstenite's own buffer has been flushed. That saves a copy per
+//! frame and a UTF-8 re-validation per recipient, and — the reason it exists — it keeps
+//! memory flat: tungstenite's write buffer keeps the capacity of the largest batch it
+//! ever held for the life of the connection, while ours is freed after a burst.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use switchboard_hub::{Incoming, Outgoing, Transport, TransportError};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -17,13 +21,39 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 /// A tokio-tungstenite WebSocket as a hub transport.
 pub struct WsTransport<S> {
     ws: WebSocketStream<S>,
+    /// The batch being written, as ready-made frames; emptied after every batch.
+    scratch: Vec<u8>,
 }
 
 impl<S> WsTransport<S> {
     /// Wraps an established WebSocket.
     pub fn new(ws: WebSocketStream<S>) -> Self {
-        WsTransport { ws }
+        WsTransport {
+            ws,
+            scratch: Vec::new(),
+        }
     }
+}
+
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+/// Scratch capacity kept between batches; larger buffers are freed after use.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
+/// Appends one final, unmasked server frame (RFC 6455 §5.2) to `out`.
+fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
 }
 
 fn map_err(e: WsError) -> TransportError {
@@ -65,6 +95,9 @@ where
         let msg = match self.ws.next().await? {
             Ok(m) => m,
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return None,
+            // The peer dropped TCP without a closing handshake: it is gone, not a
+            // protocol offender, and there is nobody left to send a close frame to.
+            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => return None,
             Err(e) => return Some(Err(map_err(e))),
         };
         Some(Ok(match msg {
@@ -79,10 +112,42 @@ where
     }
 
     async fn send_batch(&mut self, batch: &[Outgoing]) -> Result<(), TransportError> {
-        for o in batch {
+        // Whatever tungstenite queued itself (pongs, a close reply) goes out first and
+        // whole, so that our frames never land in the middle of one of its frames.
+        match self.ws.flush().await {
+            Ok(()) => {}
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return Ok(()),
+            Err(e) => return Err(map_err(e)),
+        }
+        let data_end = batch
+            .iter()
+            .position(|o| matches!(o, Outgoing::Close(..)))
+            .unwrap_or(batch.len());
+        if data_end > 0 {
+            self.scratch.clear();
+            for o in &batch[..data_end] {
+                match o {
+                    Outgoing::Text(b) => frame_into(&mut self.scratch, OPCODE_TEXT, b),
+                    Outgoing::Binary(b) => frame_into(&mut self.scratch, OPCODE_BINARY, b),
+                    Outgoing::Close(..) => {}
+                }
+            }
+            let io = self.ws.get_mut();
+            io.write_all(&self.scratch)
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            io.flush()
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            // A burst must not pin a large buffer for the rest of the connection's life.
+            if self.scratch.capacity() > SCRATCH_KEEP {
+                self.scratch = Vec::new();
+            }
+        }
+        // Close frames go through tungstenite so that it tracks the closing handshake.
+        for o in &batch[data_end..] {
             match self.ws.feed(to_message(o)).await {
                 Ok(()) => {}
-                // A close already under way: nothing more can be written, which is fine.
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return Ok(()),
                 Err(WsError::Protocol(_)) if matches!(o, Outgoing::Close(..)) => return Ok(()),
                 Err(e) => return Err(map_err(e)),
@@ -96,5 +161,25 @@ where
 
     async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError> {
         self.ws.send(Message::Ping(payload)).await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_into;
+
+    #[test]
+    fn frames_use_the_shortest_length_encoding() {
+        let mut out = Vec::new();
+        frame_into(&mut out, 0x1, b"hi");
+        assert_eq!(out, [0x81, 2, b'h', b'i']);
+        out.clear();
+        frame_into(&mut out, 0x2, &[7; 200]);
+        assert_eq!(&out[..4], &[0x82, 126, 0, 200]);
+        assert_eq!(out.len(), 4 + 200);
+        out.clear();
+        frame_into(&mut out, 0x1, &vec![0; 70_000]);
+        assert_eq!(&out[..2], &[0x81, 127]);
+        assert_eq!(u64::from_be_bytes(out[2..10].try_into().unwrap()), 70_000);
     }
 }
