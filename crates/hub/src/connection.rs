@@ -3,7 +3,6 @@
 //! The hub never touches a socket. A transport (see [`crate::driver`]) feeds frames in
 //! through [`crate::Hub::handle_frame`] and writes out what [`Connection::queue`] hands it.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -37,7 +36,9 @@ pub struct ConnectInfo {
 #[derive(Debug, Default)]
 struct State {
     meta: Map,
-    rooms: BTreeSet<Arc<str>>,
+    /// Joined rooms, sorted. A short sorted Vec rather than a BTreeSet: most
+    /// connections are in one or two rooms, and a B-tree leaf costs ~200 bytes each.
+    rooms: Vec<Arc<str>>,
 }
 
 /// A live connection.
@@ -105,7 +106,7 @@ impl Connection {
             traffic_out: Default::default(),
             state: Mutex::new(State {
                 meta: info.meta,
-                rooms: BTreeSet::new(),
+                rooms: Vec::new(),
             }),
             _slot: slot,
         }
@@ -211,18 +212,32 @@ impl Connection {
     }
 
     pub(crate) fn in_room(&self, room: &str) -> bool {
-        self.state.lock().rooms.contains(room)
+        self.state
+            .lock()
+            .rooms
+            .binary_search_by(|r| (**r).cmp(room))
+            .is_ok()
     }
 
     pub(crate) fn add_room(&self, room: Arc<str>) {
-        self.state.lock().rooms.insert(room);
+        let mut state = self.state.lock();
+        if let Err(i) = state.rooms.binary_search(&room) {
+            state.rooms.insert(i, room);
+        }
     }
 
     pub(crate) fn remove_room(&self, room: &str) -> bool {
-        self.state.lock().rooms.remove(room)
+        let mut state = self.state.lock();
+        match state.rooms.binary_search_by(|r| (**r).cmp(room)) {
+            Ok(i) => {
+                state.rooms.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
-    pub(crate) fn take_rooms(&self) -> BTreeSet<Arc<str>> {
+    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.state.lock().rooms)
     }
 

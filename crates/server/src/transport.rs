@@ -38,7 +38,7 @@ impl<S> WsTransport<S> {
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
 /// Scratch capacity kept between batches; larger buffers are freed after use.
-const SCRATCH_KEEP: usize = 16 * 1024;
+const SCRATCH_KEEP: usize = 2 * 1024;
 
 /// Appends one final, unmasked server frame (RFC 6455 §5.2) to `out`.
 fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
