@@ -953,7 +953,7 @@ fn render_durable(rows: &[DurableRow], runs: usize, pinned: bool) -> String {
     let mut header = vec!["store", "room"];
     header.extend(DURABLE_COLUMNS.iter().map(|(_, h)| *h));
     header.push("acked/s vs ordinary");
-    let mut out = format!(
+    format!(
         "Durable publish (acked) — medians of {runs} run(s){}\n{}",
         if pinned {
             ", servers on CPU 0, load on CPU 1"
@@ -961,23 +961,27 @@ fn render_durable(rows: &[DurableRow], runs: usize, pinned: bool) -> String {
             ", not pinned"
         },
         report::render_rows(&header, &table)
-    );
-    for row in rows {
-        for pair in row
-            .pairs
+    )
+}
+
+/// One line per run whose figures that must stay 0 did not.
+fn durable_warnings(results: &[DurableRun]) -> String {
+    let mut out = String::new();
+    for r in results {
+        for m in r
+            .report
+            .metrics
             .iter()
-            .filter(|p| DURABLE_ZEROES.contains(&p.key.as_str()))
+            .filter(|m| DURABLE_ZEROES.contains(&m.key.as_str()) && m.value != 0.0)
         {
-            for (room, value) in [("durable", pair.a), ("ordinary", pair.b)] {
-                if value.is_some_and(|v| v != 0.0) {
-                    out.push_str(&format!(
-                        "warning: {} {room} room: median {} = {}\n",
-                        row.store,
-                        pair.label,
-                        cell(value)
-                    ));
-                }
-            }
+            out.push_str(&format!(
+                "warning: run {} on {}, {} room: {} = {}\n",
+                r.run,
+                r.store,
+                if r.durable { "durable" } else { "ordinary" },
+                m.label,
+                report::format_value(m.value)
+            ));
         }
     }
     out
@@ -1059,7 +1063,7 @@ async fn run_durable(plan: &Plan<'_>, dir: &Path, json: bool) -> Result<()> {
             }
         })
         .collect();
-    let table = render_durable(&rows, args.runs, plan.pin);
+    let table = render_durable(&rows, args.runs, plan.pin) + &durable_warnings(&results);
     if json {
         eprintln!("{table}");
         let medians: Vec<serde_json::Value> = rows
@@ -1248,7 +1252,21 @@ mod tests {
             lines[3].contains("durable") && lines[3].trim_end().ends_with("0.20"),
             "{text}"
         );
-        // The median error count is 0: no warning.
-        assert!(!text.contains("warning"), "{text}");
+
+        // Every run whose errors are not 0 is named, whatever the median.
+        let results: Vec<DurableRun> = durable
+            .iter()
+            .enumerate()
+            .map(|(i, r)| DurableRun {
+                run: i + 1,
+                store: "sqlite",
+                durable: true,
+                report: r.clone(),
+            })
+            .collect();
+        assert_eq!(
+            durable_warnings(&results),
+            "warning: run 3 on sqlite, durable room: error replies = 2\n"
+        );
     }
 }

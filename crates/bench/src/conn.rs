@@ -66,6 +66,19 @@ pub struct ConnectOpts {
     pub connect_timeout_ms: u64,
 }
 
+/// The same values as the command-line defaults, for scenarios that do not take these
+/// options from the command line.
+impl Default for ConnectOpts {
+    fn default() -> Self {
+        Self {
+            source_addrs: 16,
+            ramp_per_sec: 2000.0,
+            in_flight: 128,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
 impl ConnectOpts {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -455,6 +468,23 @@ mod tests {
         assert_eq!(widest.for_index(254), a(1));
         assert!(SourceAddrs::new(0).is_err());
         assert!(SourceAddrs::new(255).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn default_options_match_the_command_line_defaults() -> Result<()> {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connect: ConnectOpts,
+        }
+        let parsed = Cli::try_parse_from(["bench"])?.connect;
+        let default = ConnectOpts::default();
+        assert_eq!(parsed.source_addrs, default.source_addrs);
+        assert_eq!(parsed.ramp_per_sec, default.ramp_per_sec);
+        assert_eq!(parsed.in_flight, default.in_flight);
+        assert_eq!(parsed.connect_timeout_ms, default.connect_timeout_ms);
         Ok(())
     }
 

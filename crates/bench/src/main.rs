@@ -6,7 +6,7 @@
 //!
 //! Where to start reading:
 //! - `conn.rs`: opening many connections (paced, bounded, from many source addresses);
-//! - `idle.rs`, `fanout.rs`, `echo.rs`: the scenarios, one per file;
+//! - `idle.rs`, `fanout.rs`, `echo.rs`, `durable.rs`: the scenarios, one per file;
 //! - `baseline.rs`: the minimal reference server measured next to Switchboard;
 //! - `compare.rs`: the headline mode running every scenario against both servers;
 //! - `stats.rs`, `report.rs`, `procfs.rs`: histograms and medians, output, /proc readings.
@@ -16,6 +16,7 @@
 mod baseline;
 mod compare;
 mod conn;
+mod durable;
 mod echo;
 mod fanout;
 mod idle;
@@ -50,6 +51,8 @@ enum Command {
     Fanout(fanout::Args),
     /// Round trips through an echo endpoint.
     Echo(echo::Args),
+    /// Acknowledged publishes/s and ack latency for a durable (or ordinary) room.
+    Durable(durable::Args),
     /// The minimal reference server (plain tokio-tungstenite) to compare against.
     BaselineServer(baseline::Args),
     /// Run the scenarios against Switchboard and the baseline; print medians and ratios.
@@ -95,6 +98,7 @@ async fn run(cli: Cli) -> Result<()> {
             Command::Idle(args) => idle::run(args).await?.emit(json),
             Command::Fanout(args) => fanout::run(args).await?.emit(json),
             Command::Echo(args) => echo::run(args).await?.emit(json),
+            Command::Durable(args) => durable::run(args).await?.emit(json),
             Command::BaselineServer(args) => baseline::run(args).await,
             Command::Compare(args) => compare::run(args, json).await,
         }

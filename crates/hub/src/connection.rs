@@ -204,7 +204,7 @@ impl Connection {
 
     /// The rooms this connection is in.
     pub fn rooms(&self) -> Vec<Arc<str>> {
-        self.state.lock().rooms.iter().cloned().collect()
+        self.state.lock().rooms.to_vec()
     }
 
     pub(crate) fn room_count(&self) -> usize {

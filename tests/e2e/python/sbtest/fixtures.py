@@ -37,8 +37,11 @@ class ServerFactory:
         self.tmp_path = tmp_path
         self.servers: list[Server] = []
 
-    def __call__(self, config: str = DEFAULT_CONFIG, *extra_args: str) -> Server:
-        srv = Server(config_text(config), self.tmp_path / f"server{len(self.servers)}", tuple(extra_args))
+    def __call__(self, config: str = DEFAULT_CONFIG, *extra_args: str, store: str = "memory") -> Server:
+        """Starts a server with `config` (a file in tests/e2e/configs/) on `store` (a
+        `--store` URL). Each server gets its own work folder, so several servers started
+        one after another on the same store URL model restarts."""
+        srv = Server(config_text(config), self.tmp_path / f"server{len(self.servers)}", tuple(extra_args), store=store)
         self.servers.append(srv)
         return srv.start()
 

@@ -2,8 +2,9 @@
 
 The binary comes from `$SWITCHBOARD_BIN` (scripts/test exports it), falling back to
 `target/debug/switchboard`. A server is started with `--listen 127.0.0.1:0 --store memory
---config <tmp>/config.toml`; we read its combined stdout/stderr until the line containing
-`listening on http://HOST:PORT` (PROTOCOL §9) and use that port.
+--config <tmp>/config.toml` (`store=` names another `--store` URL); we read its combined
+stdout/stderr until the line containing `listening on http://HOST:PORT` (PROTOCOL §9) and
+use that port.
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ def config_text(name: str) -> str:
 class Server:
     """One switchboard process. Use `start()` / `stop()` or the fixtures in sbtest.fixtures."""
 
-    def __init__(self, config: str, workdir: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, config: str, workdir: Path, extra_args: tuple[str, ...] = (), store: str = "memory"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.toml"
         self.config_path.write_text(config)
         self.log_path = self.workdir / "server.log"
         self.extra_args = extra_args
+        self.store = store
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -72,7 +74,7 @@ class Server:
             "--listen",
             "127.0.0.1:0",
             "--store",
-            "memory",
+            self.store,
             "--config",
             str(self.config_path),
             *self.extra_args,
