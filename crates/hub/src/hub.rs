@@ -582,6 +582,8 @@ impl Hub {
             members: Default::default(),
             epoch: new_epoch(),
             offset: 0,
+            assigned: 0,
+            pending: Default::default(),
             history: Default::default(),
             params,
             empty_since: Some(Instant::now()),
@@ -668,6 +670,8 @@ impl Hub {
                         members: Default::default(),
                         epoch: new_epoch(),
                         offset: 0,
+                        assigned: 0,
+                        pending: Default::default(),
                         history: Default::default(),
                         params: Vec::new(),
                         // Counted as empty from birth: if the join that created it fails
@@ -952,7 +956,7 @@ impl Hub {
         connection_id: Option<&str>,
         except: &[String],
     ) -> HubResult<u64> {
-        let mut message = RoomMessage {
+        let message = RoomMessage {
             room: room.id().to_owned(),
             data,
             from: from.to_owned(),
@@ -961,59 +965,85 @@ impl Hub {
             ts: now_ms(),
         };
         let broker = self.inner.broker.read().clone();
-        let (durable, kept) = match broker {
-            None => {
-                let mut st = room.lock();
-                if st.closed {
-                    return Err(HubError::invalid_room(room.id()));
-                }
-                st.offset += 1;
-                message.offset = st.offset;
-                let durable = st.durable;
-                // Only a durable room needs its own copy, for the store.
-                let kept = durable.then(|| message.clone());
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+        let Some(broker) = broker else {
+            return self.deliver_local(room, message, except).await;
+        };
+        let durable = room.lock().durable;
+        let envelope = crate::broker::Envelope {
+            message,
+            except: except.to_vec(),
+        };
+        let kept = durable.then(|| envelope.message.clone());
+        let offset = broker
+            .publish(envelope)
+            .await
+            .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+        if let Some(mut message) = kept {
+            message.offset = offset;
+            self.append_to_store(room, &message).await?;
+        }
+        Ok(offset)
+    }
+
+    /// The single-node path of [`Hub::deliver`].
+    ///
+    /// A non-durable message is numbered and fanned out in one critical section. A
+    /// durable one is numbered, then written to the store with the room unlocked (so
+    /// concurrent publishes share a group commit), and only then fanned out — in offset
+    /// order, through the room's reorder buffer: a message is never seen before it is
+    /// kept, so a crash can never hand a seen offset to a different message. If the
+    /// store write fails, the publisher gets `INTERNAL` and that offset is skipped.
+    async fn deliver_local(
+        &self,
+        room: &Arc<Room>,
+        mut message: RoomMessage,
+        except: &[String],
+    ) -> HubResult<u64> {
+        let offset = {
+            let mut st = room.lock();
+            if st.closed {
+                return Err(HubError::invalid_room(room.id()));
+            }
+            st.assigned = st.assigned.max(st.offset) + 1;
+            message.offset = st.assigned;
+            if !st.durable {
+                st.offset = message.offset;
                 let offset = message.offset;
                 fan_out(room, &mut st, message, except);
-                (durable, kept.ok_or(offset))
+                return Ok(offset);
             }
-            Some(b) => {
-                let durable = room.lock().durable;
-                let envelope = crate::broker::Envelope {
-                    message,
-                    except: except.to_vec(),
-                };
-                let kept = durable.then(|| envelope.message.clone());
-                let offset = b
-                    .publish(envelope)
-                    .await
-                    .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
-                (
-                    durable,
-                    kept.map(|mut m| {
-                        m.offset = offset;
-                        m
-                    })
-                    .ok_or(offset),
-                )
-            }
+            message.offset
         };
-        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
-        match kept {
-            Ok(message) if durable => {
-                let started = Instant::now();
-                self.inner
-                    .store
-                    .append(room.id(), std::slice::from_ref(&message))
-                    .await
-                    .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
-                self.inner
-                    .stats
-                    .record_store(started.elapsed().as_secs_f64());
-                Ok(message.offset)
+        let appended = self.append_to_store(room, &message).await;
+        let mut st = room.lock();
+        st.pending
+            .insert(offset, appended.is_ok().then(|| (message, except.to_vec())));
+        loop {
+            let due = st.offset + 1;
+            let Some(next) = st.pending.remove(&due) else {
+                break;
+            };
+            st.offset += 1;
+            if let Some((m, except)) = next {
+                fan_out(room, &mut st, m, &except);
             }
-            Ok(message) => Ok(message.offset),
-            Err(offset) => Ok(offset),
         }
+        drop(st);
+        appended.map(|()| offset)
+    }
+
+    async fn append_to_store(&self, room: &Room, message: &RoomMessage) -> HubResult<()> {
+        let started = Instant::now();
+        self.inner
+            .store
+            .append(room.id(), std::slice::from_ref(message))
+            .await
+            .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+        self.inner
+            .stats
+            .record_store(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Fans out a message sequenced by the broker to this node's members of its room.
@@ -1129,6 +1159,8 @@ impl Hub {
                 members: Default::default(),
                 epoch: info.epoch,
                 offset,
+                assigned: offset,
+                pending: Default::default(),
                 history: history
                     .into_iter()
                     .map(|m| SharedFrame::new(ServerMessage::Message(m)))

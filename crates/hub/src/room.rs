@@ -126,7 +126,15 @@ pub(crate) struct RoomState {
     pub history_ttl_ms: i64,
     pub members: BTreeMap<Arc<str>, MemberEntry>,
     pub epoch: String,
+    /// The newest offset members have been sent (what `joined`, `history` and the room
+    /// object report).
     pub offset: u64,
+    /// The newest offset handed out; ahead of `offset` while durable messages wait for
+    /// the store.
+    pub assigned: u64,
+    /// Durable messages kept by the store but not yet fanned out because an earlier
+    /// offset is still being written (`None`: the write failed, skip the offset).
+    pub pending: BTreeMap<u64, Option<(RoomMessage, Vec<String>)>>,
     /// The newest `history_size` messages, oldest first, as the same shared frames that
     /// were fanned out (no second copy of each message is kept).
     pub history: VecDeque<Arc<SharedFrame>>,

@@ -699,3 +699,95 @@ async fn joining_a_big_room_lists_one_page_including_the_joiner() {
         "the rest, from the cursor on"
     );
 }
+
+/// A store that is slow for some messages and refuses others, to test ordering.
+struct Fickle(switchboard_hub::MemoryStore);
+
+#[async_trait::async_trait]
+impl switchboard_hub::Store for Fickle {
+    async fn ping(&self) -> Result<(), switchboard_hub::StoreError> {
+        Ok(())
+    }
+    async fn load_rooms(
+        &self,
+    ) -> Result<Vec<switchboard_hub::RoomInfo>, switchboard_hub::StoreError> {
+        self.0.load_rooms().await
+    }
+    async fn save_room(
+        &self,
+        room: &switchboard_hub::RoomInfo,
+    ) -> Result<(), switchboard_hub::StoreError> {
+        self.0.save_room(room).await
+    }
+    async fn delete_room(&self, id: &str) -> Result<(), switchboard_hub::StoreError> {
+        self.0.delete_room(id).await
+    }
+    async fn append(
+        &self,
+        room: &str,
+        messages: &[switchboard_protocol::RoomMessage],
+    ) -> Result<(), switchboard_hub::StoreError> {
+        match messages[0].data.as_str() {
+            Some("boom") => return Err(switchboard_hub::StoreError::Backend("disk full".into())),
+            Some("slow") => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => {}
+        }
+        self.0.append(room, messages).await
+    }
+    async fn history(
+        &self,
+        room: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<switchboard_protocol::RoomMessage>, switchboard_hub::StoreError> {
+        self.0.history(room, since, limit).await
+    }
+}
+
+#[tokio::test]
+async fn durable_messages_are_seen_only_once_kept_and_in_offset_order() {
+    let hub = Hub::with_store(
+        HubConfig::default(),
+        Arc::new(Fickle(switchboard_hub::MemoryStore::new())),
+    );
+    hub.create_room(RoomSpec {
+        id: Some("d".into()),
+        durable: Some(true),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = rules(|_| {});
+    let member = connect(&hub, "m", &r);
+    send(&hub, &member, json!({"type":"join","room":"d"})).await;
+    // "slow" takes offset 1 but is kept after "fast" (offset 2): the member must still
+    // see 1 before 2, and nothing before its store write finished.
+    let (h1, h2) = (hub.clone(), hub.clone());
+    let slow = tokio::spawn(async move { h1.publish("d", json!("slow"), &[]).await });
+    // On this single-threaded test runtime, one yield runs `slow` up to its store write.
+    tokio::task::yield_now().await;
+    let fast = tokio::spawn(async move { h2.publish("d", json!("fast"), &[]).await });
+    assert_eq!(fast.await.unwrap().unwrap(), 2);
+    assert!(drain(&member).is_empty(), "offset 2 waits for offset 1");
+    assert_eq!(slow.await.unwrap().unwrap(), 1);
+    let got: Vec<_> = drain(&member)
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, vec![1, 2]);
+    // A message the store refuses is never delivered; its offset is skipped.
+    let err = hub.publish("d", json!("boom"), &[]).await.unwrap_err();
+    assert_eq!(err.code, switchboard_protocol::ErrorCode::Internal);
+    assert_eq!(hub.publish("d", json!("after"), &[]).await.unwrap(), 4);
+    let got: Vec<_> = drain(&member)
+        .iter()
+        .map(|m| (m["offset"].as_u64().unwrap(), m["data"].clone()))
+        .collect();
+    assert_eq!(got, vec![(4, json!("after"))]);
+    let (_, offset, history) = hub.history("d", None, 10).unwrap();
+    assert_eq!(offset, 4);
+    assert_eq!(
+        history.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+}
