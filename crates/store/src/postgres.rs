@@ -313,19 +313,44 @@ impl Apply for PgWriter {
     }
 }
 
-/// Keeps only the newest `history_size` messages of each listed room.
+/// Keeps only the newest `history_size` messages of each listed room, in one statement.
+///
+/// The plan is fixed by the query's shape, whatever the statistics say (and whether
+/// PostgreSQL uses a custom or the generic plan of the prepared statement):
+/// - the uncorrelated `ARRAY(…)` is an InitPlan, run once per statement;
+/// - in it, for each listed room (`r`, by its primary key), `c` finds the cutoff — the
+///   newest offset outside the bound — with one backward walk of the `(room, offset)`
+///   primary key over the room's `history_size` newest entries (`LIMIT 1 OFFSET`, which
+///   PostgreSQL never flattens into the join: once per room, never once per message); no
+///   cutoff (the room holds no more than its bound) means nothing to delete;
+/// - `d` then reads the room's rows at or below the cutoff by an index range scan (its
+///   `OFFSET 0` keeps it from being flattened into a join the planner could reorder);
+/// - `ctid = ANY(…)` deletes exactly those rows with a TID scan, never scanning the table.
+///
+/// So a trim costs the cutoff walk plus one index entry and one row per deleted message.
+/// The join form this replaces (`DELETE … USING (rooms + cutoff subquery) WHERE
+/// "offset" <= cutoff`) let the planner re-run the cutoff subquery once per message of the
+/// room (a join filter over a hash join: quadratic in `history_size`), which benchmarks hit.
+///
+/// `OFFSET 0` for `history_size` 0 makes the room's newest offset the cutoff: nothing is
+/// kept. Rooms without a `rooms` row (never saved) are not trimmed. Row ids are stable
+/// within the statement, and this writer is the only one writing `messages`.
 async fn trim(tx: &mut Transaction<'static, Postgres>, rooms: &[&str]) -> Result<(), sqlx::Error> {
-    // For each room the subquery finds the newest offset that falls outside its bound (NULL
-    // when it holds no more than `history_size`, which deletes nothing); everything at or
-    // below it goes. Both walk the (room, offset) primary key.
     sqlx::query(
-        r#"DELETE FROM messages m
-           USING (SELECT r.id,
-                         (SELECT k."offset" FROM messages k WHERE k.room = r.id
-                          ORDER BY k."offset" DESC LIMIT 1 OFFSET GREATEST(r.history_size, 0))
-                           AS cutoff
-                  FROM rooms r WHERE r.id = ANY($1::text[])) c
-           WHERE m.room = c.id AND m."offset" <= c.cutoff"#,
+        r#"DELETE FROM messages
+           WHERE ctid = ANY (ARRAY(
+             SELECT d.ctid
+             FROM rooms r
+             CROSS JOIN LATERAL (
+               SELECT k."offset" AS cutoff FROM messages k WHERE k.room = r.id
+               ORDER BY k."offset" DESC LIMIT 1 OFFSET GREATEST(r.history_size, 0)
+             ) c
+             CROSS JOIN LATERAL (
+               SELECT m.ctid FROM messages m
+               WHERE m.room = r.id AND m."offset" <= c.cutoff
+               OFFSET 0
+             ) d
+             WHERE r.id = ANY($1::text[])))"#,
     )
     .bind(rooms)
     .execute(&mut **tx)

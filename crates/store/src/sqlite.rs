@@ -17,6 +17,7 @@ mod playback;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -28,7 +29,7 @@ use switchboard_protocol::RoomMessage;
 
 use crate::error::{OpenError, redact};
 use crate::rows::{
-    self, MessageColumns, RoomColumns, clamp_i64, decode_message, decode_room, now_ms,
+    self, MessageColumns, MessageRow, RoomColumns, clamp_i64, decode_message, decode_room, now_ms,
 };
 use crate::writer::{Apply, Step, Write, Writer, WriterStats, backend_error};
 use crate::{Backend, StoreOptions};
@@ -326,26 +327,7 @@ impl Apply for SqliteWriter {
                         .await?;
                 }
                 Step::Append { rows, rooms } => {
-                    // One prepared statement reused per row: SQLite runs in-process, so a
-                    // row costs microseconds and there is no round trip to save by building
-                    // multi-row statements.
-                    for m in rows {
-                        sqlx::query(
-                            r#"INSERT INTO messages (room, "offset", data, "from", connection_id, ts)
-                               VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                               ON CONFLICT (room, "offset") DO UPDATE SET
-                                 data = excluded.data, "from" = excluded."from",
-                                 connection_id = excluded.connection_id, ts = excluded.ts"#,
-                        )
-                        .bind(&m.room)
-                        .bind(m.offset)
-                        .bind(&m.data)
-                        .bind(&m.from)
-                        .bind(&m.connection_id)
-                        .bind(m.ts)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+                    insert_messages(&mut tx, rows).await?;
                     for (room, max_offset) in rooms {
                         // Track the offset in `rooms` so it survives trimming; a room that
                         // was never saved has no row, keeps every message and is not listed
@@ -370,6 +352,62 @@ impl Apply for SqliteWriter {
     }
 }
 
+/// Most rows one `INSERT` carries: 6 parameters a row stays far below SQLite's limit on
+/// bound parameters (999 before SQLite 3.32). A power of two, see [`insert_messages`].
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT … VALUES` upserts for 1, 2, 4, … [`MAX_ROWS_PER_INSERT`] rows, indexed by the
+/// power of two: a handful of distinct statements, each prepared once and kept in the
+/// connection's statement cache.
+static INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let row = "(?, ?, ?, ?, ?, ?)";
+    (0..=MAX_ROWS_PER_INSERT.trailing_zeros())
+        .map(|power| {
+            let values = vec![row; 1 << power].join(", ");
+            format!(
+                r#"INSERT INTO messages (room, "offset", data, "from", connection_id, ts)
+                   VALUES {values}
+                   ON CONFLICT (room, "offset") DO UPDATE SET
+                     data = excluded.data, "from" = excluded."from",
+                     connection_id = excluded.connection_id, ts = excluded.ts"#
+            )
+        })
+        .collect()
+});
+
+/// Inserts (or replaces) a batch's rows with as few statements as possible: a statement's
+/// fixed cost (binding, stepping, going through the connection's worker thread) dominates
+/// a row's. Rows go in chunks of [`MAX_ROWS_PER_INSERT`], then the rest in decreasing
+/// powers of two (e.g. 7 rows: 4 + 2 + 1), so that only a few distinct statements exist.
+/// `plan` removed duplicate keys and sorted the rows; upserting them in that order in one
+/// statement or in several gives the same result.
+async fn insert_messages(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[&MessageRow],
+) -> Result<(), sqlx::Error> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_ROWS_PER_INSERT);
+        // The largest power of two not above n.
+        let power = n.ilog2();
+        let (chunk, tail) = rest.split_at(1 << power);
+        let sql: &'static str = INSERTS[power as usize].as_str();
+        let mut query = sqlx::query(sql);
+        for m in chunk {
+            query = query
+                .bind(m.room.as_str())
+                .bind(m.offset)
+                .bind(m.data.as_str())
+                .bind(m.from.as_str())
+                .bind(m.connection_id.as_deref())
+                .bind(m.ts);
+        }
+        query.execute(&mut **tx).await?;
+        rest = tail;
+    }
+    Ok(())
+}
+
 /// Keeps only the newest `history_size` messages of a room.
 async fn trim(
     tx: &mut Transaction<'static, Sqlite>,
@@ -378,7 +416,10 @@ async fn trim(
 ) -> Result<(), sqlx::Error> {
     // The subquery finds the newest offset that falls outside the bound (NULL when the room
     // holds no more than `history_size`, which deletes nothing); everything at or below it
-    // goes. Both walk the (room, offset) primary key.
+    // goes. Both walk the (room, offset) primary key. The subquery names no column of the
+    // outer query, so SQLite runs it once per statement (`SCALAR SUBQUERY`, not
+    // `CORRELATED`, in EXPLAIN QUERY PLAN): unlike a join form on PostgreSQL it cannot be
+    // re-run once per message.
     sqlx::query(
         r#"DELETE FROM messages WHERE room = ?1 AND "offset" <=
              (SELECT "offset" FROM messages WHERE room = ?1

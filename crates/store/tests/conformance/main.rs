@@ -82,7 +82,8 @@ macro_rules! every_backend {
         $(
             backend!($name, $kind,
                 store: [ping, room_round_trip, append_and_history, odd_payloads_round_trip,
-                        same_offset_twice_keeps_one, trims_to_history_size, delete_room,
+                        same_offset_twice_keeps_one, trims_to_history_size,
+                        trims_many_rooms_at_once, large_append_keeps_every_row, delete_room,
                         unsaved_room_keeps_history, concurrent_appends, new_epoch_starts_over],
                 fixture: [offsets_continue_after_reopen],
                 playback: [sessions_crud_scoped_by_profile,
@@ -168,6 +169,44 @@ async fn postgres_group_commits_concurrent_appends() {
             "no group commit happened: {stats:?}"
         );
         eprintln!("postgres group commit: {stats:?}");
+    })
+    .await;
+}
+
+/// Several rooms with different bounds trimmed in shared group commits: the multi-room
+/// trim statement keeps each room's own newest messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_trims_rooms_batched_together() {
+    run(Kind::Sqlite, |f: Fixture| async move {
+        let concrete = Arc::new(
+            SqliteStore::open(&f.url, &StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        suite::trims_many_rooms_at_once(concrete.clone() as Arc<dyn Store>).await;
+        let stats = concrete.writer_stats();
+        assert!(
+            stats.largest_batch > 1,
+            "no group commit happened: {stats:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_trims_rooms_batched_together() {
+    run(Kind::Postgres, |f: Fixture| async move {
+        let concrete = Arc::new(
+            PostgresStore::connect(&f.url, &StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        suite::trims_many_rooms_at_once(concrete.clone() as Arc<dyn Store>).await;
+        let stats = concrete.writer_stats();
+        assert!(
+            stats.largest_batch > 1,
+            "no group commit happened: {stats:?}"
+        );
     })
     .await;
 }

@@ -22,6 +22,8 @@ pub async fn conformance(store: Arc<dyn Store>) {
     odd_payloads_round_trip(store.clone()).await;
     same_offset_twice_keeps_one(store.clone()).await;
     trims_to_history_size(store.clone()).await;
+    trims_many_rooms_at_once(store.clone()).await;
+    large_append_keeps_every_row(store.clone()).await;
     delete_room(store.clone()).await;
     unsaved_room_keeps_history(store.clone()).await;
     new_epoch_starts_over(store.clone()).await;
@@ -267,6 +269,123 @@ pub async fn trims_to_history_size(store: Arc<dyn Store>) {
     assert_eq!(offsets(&all_history(&store, id).await), [19, 20]);
     store.append(id, &messages(id, 21..=22)).await.unwrap();
     assert_eq!(offsets(&all_history(&store, id).await), [19, 20, 21, 22]);
+}
+
+/// Concurrent appends to rooms with different bounds — so that one group commit carries
+/// several rooms and trims them together — keep exactly each room's newest
+/// `history_size` messages: no room is trimmed by another's bound, `history_size` 0 keeps
+/// nothing, a bound larger than the history keeps everything, and a room that was never
+/// saved is not trimmed at all. Offsets arrive out of order across tasks.
+pub async fn trims_many_rooms_at_once(store: Arc<dyn Store>) {
+    const PER_ROOM: u64 = 40;
+    const TASKS_PER_ROOM: u64 = 4;
+    // (room, history_size); `None`: never saved.
+    let rooms: [(&str, Option<usize>); 7] = [
+        ("multi-0", Some(0)),
+        ("multi-1", Some(1)),
+        ("multi-3", Some(3)),
+        ("multi-10", Some(10)),
+        ("multi-39", Some(39)),
+        ("multi-big", Some(1000)),
+        ("multi-unsaved", None),
+    ];
+    for (id, size) in rooms {
+        if let Some(size) = size {
+            store.save_room(&room(id, size)).await.unwrap();
+        }
+    }
+    let tasks = rooms.len() * TASKS_PER_ROOM as usize;
+    let start = Arc::new(tokio::sync::Barrier::new(tasks));
+    let handles: Vec<_> = rooms
+        .iter()
+        .flat_map(|&(id, _)| (0..TASKS_PER_ROOM).map(move |t| (id, t)))
+        .map(|(id, t)| {
+            let store = store.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                // Task t appends t+1, t+1+TASKS_PER_ROOM, …: interleaved with the others.
+                for offset in (t + 1..=PER_ROOM).step_by(TASKS_PER_ROOM as usize) {
+                    store
+                        .append(id, &messages(id, offset..=offset))
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("append task");
+    }
+
+    for (id, size) in rooms {
+        let keep = size.map_or(PER_ROOM, |s| (s as u64).min(PER_ROOM));
+        let want: Vec<u64> = (PER_ROOM - keep + 1..=PER_ROOM).collect();
+        assert_eq!(
+            offsets(&all_history(&store, id).await),
+            want,
+            "room {id} (history_size {size:?})"
+        );
+        assert_eq!(
+            store.history(id, None, 1000).await.unwrap(),
+            messages(id, want.iter().copied()),
+            "room {id}: newest first, whole messages"
+        );
+        match size {
+            Some(_) => assert_eq!(loaded(&store, id).await.unwrap().offset, PER_ROOM, "{id}"),
+            None => assert!(loaded(&store, id).await.is_none()),
+        }
+    }
+
+    // Shrinking one room's bound trims that room only, even while others are appended to.
+    let mut smaller = room("multi-10", 2);
+    smaller.offset = PER_ROOM;
+    let next = messages("multi-3", PER_ROOM + 1..=PER_ROOM + 1);
+    let (saved, appended) =
+        tokio::join!(store.save_room(&smaller), store.append("multi-3", &next),);
+    saved.unwrap();
+    appended.unwrap();
+    assert_eq!(
+        offsets(&all_history(&store, "multi-10").await),
+        [PER_ROOM - 1, PER_ROOM]
+    );
+    assert_eq!(
+        offsets(&all_history(&store, "multi-3").await),
+        [PER_ROOM - 1, PER_ROOM, PER_ROOM + 1]
+    );
+    assert_eq!(
+        offsets(&all_history(&store, "multi-39").await),
+        (2..=PER_ROOM).collect::<Vec<_>>()
+    );
+}
+
+/// One append of more rows than a single SQL statement carries (SQLite splits a batch's
+/// inserts into multi-row statements) keeps every row, field for field, then trims.
+pub async fn large_append_keeps_every_row(store: Arc<dyn Store>) {
+    let unsaved = "large-unsaved";
+    store
+        .append(unsaved, &messages(unsaved, 1..=131))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_history(&store, unsaved).await,
+        messages(unsaved, 1..=131)
+    );
+
+    let id = "large";
+    store.save_room(&room(id, 150)).await.unwrap();
+    store.append(id, &messages(id, 1..=200)).await.unwrap();
+    assert_eq!(all_history(&store, id).await, messages(id, 51..=200));
+    // Replaying part of it (a retried append) replaces rows without duplicating them.
+    let mut again = messages(id, 120..=200);
+    for m in &mut again {
+        m.data = json!({"again": m.offset});
+    }
+    store.append(id, &again).await.unwrap();
+    let all = all_history(&store, id).await;
+    assert_eq!(offsets(&all), (51..=200).collect::<Vec<_>>());
+    assert_eq!(all[69..], again[..]);
+    assert_eq!(loaded(&store, id).await.unwrap().offset, 200);
 }
 
 /// Deleting a room forgets it and its history; its id can be used afresh.
