@@ -216,11 +216,17 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rules = endpoint.rules.clone();
+    // Registered before the 101 goes out: a client that has seen the handshake complete
+    // is already a member of its endpoint (a raw room has no `welcome` to wait for), and
+    // whatever is sent to it meanwhile waits in its bounded queue.
+    let conn = hub.connect(info, rules.clone(), Some(slot));
     tokio::spawn(async move {
+        let id = conn.id().to_owned();
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
+                tracing::debug!(connection_id = %id, error = %e, "upgrade failed");
+                hub.disconnected(&conn, None, "upgrade failed").await;
                 return;
             }
         };
@@ -233,8 +239,6 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        let conn = hub.connect(info, rules.clone(), Some(slot));
-        let id = conn.id().to_owned();
         tracing::info!(connection_id = %id, client_id = conn.client_id(), path = %rules.path, remote = ?remote, "connection opened");
         let ended = driver::run(&hub, conn, WsTransport::new(ws)).await;
         tracing::info!(connection_id = %id, code = ?ended.code, reason = %ended.reason, "connection closed");
