@@ -6,10 +6,12 @@
 //! `id`. Nothing here closes the connection except `leave` without a room.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use switchboard_protocol::{
-    ClientMessage, CloseCode, ErrorCode, Map, Request, RequestId, ServerMessage, decode_client,
+    ClientMessage, CloseCode, ErrorCode, Map, Request, RequestId, RoomMessage, ServerMessage,
+    decode_client,
 };
 
 use crate::clock::now_ms;
@@ -18,7 +20,7 @@ use crate::error::{HubError, HubResult};
 use crate::events::{HubEvent, RtKind};
 use crate::frame::{Payload, SharedFrame};
 use crate::hooks::{Decision, HookSet};
-use crate::hub::{Hub, JoinArgs};
+use crate::hub::{Hub, JoinArgs, Sequenced};
 use crate::room::MemberEntry;
 
 /// Default and largest page for `presence` and `history`.
@@ -121,7 +123,7 @@ impl Hub {
                 data,
                 exclude_self,
             } => {
-                self.on_publish(conn, &room, data, exclude_self.unwrap_or(false))
+                self.on_publish(conn, id.clone(), &room, data, exclude_self.unwrap_or(false))
                     .await
             }
             ClientMessage::Direct { to, data } => self.on_direct(conn, &to, data).await,
@@ -231,6 +233,7 @@ impl Hub {
     async fn on_publish(
         &self,
         conn: &Arc<Connection>,
+        id: Option<RequestId>,
         room_id: &str,
         mut data: Value,
         exclude_self: bool,
@@ -250,21 +253,70 @@ impl Hub {
         } else {
             Vec::new()
         };
+        if !self.has_broker() {
+            let message = RoomMessage {
+                room: room_id.to_owned(),
+                data,
+                from: conn.client_id().to_owned(),
+                connection_id: Some(me.to_owned()),
+                offset: 0,
+                ts: now_ms(),
+            };
+            self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+            match self.sequence_local(&room, message, &except)? {
+                Sequenced::Delivered(offset) => {
+                    self.emit_message(me, room_id, offset, event_data);
+                    return Ok(Outcome::Ack {
+                        room: Some(room_id.to_owned()),
+                        offset: Some(offset),
+                    });
+                }
+                Sequenced::Durable(pending) => {
+                    // The store write is committed in the background so that this
+                    // connection can go on reading: its next publishes join the same
+                    // group commit. The ack (or error) is sent when the write is done.
+                    let permit = self.durable_permit().await;
+                    let (hub, conn, room_id) = (self.clone(), conn.clone(), room_id.to_owned());
+                    tokio::spawn(async move {
+                        let result = hub.commit_durable(&room, pending).await;
+                        drop(permit);
+                        match result {
+                            Ok(offset) => {
+                                hub.emit_message(conn.id(), &room_id, offset, event_data);
+                                if id.is_some() {
+                                    conn.send(Payload::msg(ServerMessage::Ack {
+                                        id,
+                                        room: Some(room_id),
+                                        offset: Some(offset),
+                                    }));
+                                }
+                            }
+                            Err(e) => hub.reply_error(&conn, id, e).await,
+                        }
+                    });
+                    return Ok(Outcome::Replied);
+                }
+            }
+        }
         let offset = self
             .deliver(&room, data, conn.client_id(), Some(me), &except)
             .await?;
-        if let Some(data) = event_data {
-            self.inner.events.emit(HubEvent::Message {
-                connection_id: me.to_owned(),
-                room: room_id.to_owned(),
-                offset,
-                data,
-            });
-        }
+        self.emit_message(me, room_id, offset, event_data);
         Ok(Outcome::Ack {
             room: Some(room_id.to_owned()),
             offset: Some(offset),
         })
+    }
+
+    fn emit_message(&self, connection_id: &str, room: &str, offset: u64, data: Option<Value>) {
+        if let Some(data) = data {
+            self.inner.events.emit(HubEvent::Message {
+                connection_id: connection_id.to_owned(),
+                room: room.to_owned(),
+                offset,
+                data,
+            });
+        }
     }
 
     async fn on_direct(&self, conn: &Arc<Connection>, to: &str, mut data: Value) -> Reply {

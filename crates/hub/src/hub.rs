@@ -93,7 +93,25 @@ pub(crate) struct Inner {
     /// Serializes playback writes so that validation and write cannot interleave.
     pub playback_lock: tokio::sync::Mutex<()>,
     pub stats: crate::stats::Stats,
+    durable_inflight: Arc<tokio::sync::Semaphore>,
 }
+
+/// The outcome of numbering a message on a single node.
+pub(crate) enum Sequenced {
+    /// Fanned out already, at this offset.
+    Delivered(u64),
+    /// Numbered; to be committed to the store before anyone sees it.
+    Durable(PendingDurable),
+}
+
+/// A numbered durable message waiting for its store write.
+pub(crate) struct PendingDurable {
+    pub message: RoomMessage,
+    pub except: Vec<String>,
+}
+
+/// Durable publishes being committed in the background at once, per hub.
+const DURABLE_IN_FLIGHT: usize = 4096;
 
 /// A handle that does not keep the hub alive; see [`Hub::downgrade`].
 #[derive(Clone)]
@@ -163,6 +181,7 @@ impl Hub {
                 player_actions: DashMap::new(),
                 playback_lock: tokio::sync::Mutex::new(()),
                 stats: Default::default(),
+                durable_inflight: Arc::new(tokio::sync::Semaphore::new(DURABLE_IN_FLIGHT)),
             }),
         }
     }
@@ -997,28 +1016,55 @@ impl Hub {
     async fn deliver_local(
         &self,
         room: &Arc<Room>,
-        mut message: RoomMessage,
+        message: RoomMessage,
         except: &[String],
     ) -> HubResult<u64> {
-        let offset = {
-            let mut st = room.lock();
-            if st.closed {
-                return Err(HubError::invalid_room(room.id()));
-            }
-            st.assigned = st.assigned.max(st.offset) + 1;
-            message.offset = st.assigned;
-            if !st.durable {
-                st.offset = message.offset;
-                let offset = message.offset;
-                fan_out(room, &mut st, message, except);
-                return Ok(offset);
-            }
-            message.offset
-        };
+        match self.sequence_local(room, message, except)? {
+            Sequenced::Delivered(offset) => Ok(offset),
+            Sequenced::Durable(pending) => self.commit_durable(room, pending).await,
+        }
+    }
+
+    /// The synchronous half of [`Hub::deliver_local`]: numbers the message; a
+    /// non-durable one is fanned out at once, a durable one is handed back to be
+    /// committed with [`Hub::commit_durable`].
+    pub(crate) fn sequence_local(
+        &self,
+        room: &Arc<Room>,
+        mut message: RoomMessage,
+        except: &[String],
+    ) -> HubResult<Sequenced> {
+        let mut st = room.lock();
+        if st.closed {
+            return Err(HubError::invalid_room(room.id()));
+        }
+        st.assigned = st.assigned.max(st.offset) + 1;
+        message.offset = st.assigned;
+        if st.durable {
+            return Ok(Sequenced::Durable(PendingDurable {
+                message,
+                except: except.to_vec(),
+            }));
+        }
+        st.offset = message.offset;
+        let offset = message.offset;
+        fan_out(room, &mut st, message, except);
+        Ok(Sequenced::Delivered(offset))
+    }
+
+    /// The asynchronous half: writes a numbered durable message to the store, then fans
+    /// out whatever the reorder buffer now allows, in offset order.
+    pub(crate) async fn commit_durable(
+        &self,
+        room: &Arc<Room>,
+        pending: PendingDurable,
+    ) -> HubResult<u64> {
+        let PendingDurable { message, except } = pending;
+        let offset = message.offset;
         let appended = self.append_to_store(room, &message).await;
         let mut st = room.lock();
         st.pending
-            .insert(offset, appended.is_ok().then(|| (message, except.to_vec())));
+            .insert(offset, appended.is_ok().then_some((message, except)));
         loop {
             let due = st.offset + 1;
             let Some(next) = st.pending.remove(&due) else {
@@ -1031,6 +1077,22 @@ impl Hub {
         }
         drop(st);
         appended.map(|()| offset)
+    }
+
+    /// Room for one more durable publish being committed in the background (bounded per
+    /// hub, so a flood of durable publishes waits instead of piling up tasks).
+    pub(crate) async fn durable_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner
+            .durable_inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
+    }
+
+    /// True when publishes go through a cluster broker.
+    pub(crate) fn has_broker(&self) -> bool {
+        self.inner.broker.read().is_some()
     }
 
     async fn append_to_store(&self, room: &Room, message: &RoomMessage) -> HubResult<()> {

@@ -791,3 +791,72 @@ async fn durable_messages_are_seen_only_once_kept_and_in_offset_order() {
         vec![1, 2, 4]
     );
 }
+
+#[tokio::test]
+async fn one_connection_pipelines_durable_publishes_and_gets_every_ack() {
+    let hub = Hub::with_store(
+        HubConfig::default(),
+        Arc::new(Fickle(switchboard_hub::MemoryStore::new())),
+    );
+    hub.create_room(RoomSpec {
+        id: Some("p".into()),
+        durable: Some(true),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = rules(|_| {});
+    let publisher = connect(&hub, "pub", &r);
+    let member = connect(&hub, "m", &r);
+    send(&hub, &publisher, json!({"type":"join","room":"p"})).await;
+    send(&hub, &member, json!({"type":"join","room":"p"})).await;
+    drain(&publisher);
+    // The first publish is slow to store; the connection does not wait for it before
+    // handling the next one, and the member still sees offset 1 before offset 2.
+    let first = send(
+        &hub,
+        &publisher,
+        json!({"type":"publish","room":"p","data":"slow","id":1}),
+    )
+    .await;
+    assert!(
+        first.is_empty(),
+        "handling returned before the store write: {first:?}"
+    );
+    let mut acks: Vec<(u64, u64)> = Vec::new();
+    acks.extend(
+        send(
+            &hub,
+            &publisher,
+            json!({"type":"publish","room":"p","data":"fast","id":2}),
+        )
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "ack")
+        .map(|m| (m["id"].as_u64().unwrap(), m["offset"].as_u64().unwrap())),
+    );
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.len() < 2 || acks.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "got {seen:?} and acks {acks:?}"
+        );
+        seen.extend(
+            drain(&member)
+                .into_iter()
+                .filter(|m| m["type"] == "message")
+                .map(|m| m["offset"].as_u64().unwrap()),
+        );
+        acks.extend(
+            drain(&publisher)
+                .into_iter()
+                .filter(|m| m["type"] == "ack")
+                .map(|m| (m["id"].as_u64().unwrap(), m["offset"].as_u64().unwrap())),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, vec![1, 2]);
+    acks.sort_unstable();
+    assert_eq!(acks, vec![(1, 1), (2, 2)]);
+}
