@@ -32,9 +32,7 @@ use crate::events::{EventSinks, HubEvent, RtEvent, RtKind, ShortStr};
 use crate::frame::{Payload, SharedFrame};
 use crate::hooks::{ConnectRequest, Decision, HookSet, Hooks};
 use crate::queue::RoomTag;
-use crate::room::{
-    CodeSpec, MemberEntry, ParamSpec, Room, RoomInfo, RoomSpec, RoomState, new_epoch,
-};
+use crate::room::{CodeSpec, MemberEntry, ParamSpec, Room, RoomInfo, RoomSpec, RoomState};
 use crate::store::{MemoryStore, Store};
 
 /// Hub-wide settings (per-endpoint ones are in [`EndpointRules`]).
@@ -571,7 +569,6 @@ impl Hub {
                 )));
             }
         };
-        let now = now_ms();
         let ttl = match (spec.ttl_s, &code) {
             (Some(s), _) => Some(Duration::from_secs(s)),
             (None, Some(_)) => Some(self.inner.config.coded_room_ttl),
@@ -581,32 +578,21 @@ impl Hub {
         for p in spec.params.unwrap_or_default() {
             params.push(param_state(&p)?);
         }
+        let fresh = RoomState::fresh(
+            spec.name.unwrap_or_else(|| id.clone()),
+            spec.max_connections.unwrap_or(100),
+            spec.slow_consumer.unwrap_or_default(),
+            spec.history_size.unwrap_or(100),
+            Duration::from_secs(spec.history_ttl_s.unwrap_or(0)),
+        );
         let state = RoomState {
-            name: spec.name.unwrap_or_else(|| id.clone()),
             description: spec.description.unwrap_or_default(),
-            max_connections: spec.max_connections.unwrap_or(100).max(1),
             code,
             meta: spec.meta.unwrap_or_default(),
-            created_at: now,
-            expires_at: ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
+            expires_at: ttl.map(|t| fresh.created_at.saturating_add(t.as_millis() as i64)),
             durable: spec.durable.unwrap_or(false),
-            auto_created: false,
-            slow_consumer: spec.slow_consumer.unwrap_or_default(),
-            history_size: spec.history_size.unwrap_or(100),
-            history_ttl_ms: spec
-                .history_ttl_s
-                .unwrap_or(0)
-                .saturating_mul(1000)
-                .min(i64::MAX as u64) as i64,
-            members: Default::default(),
-            epoch: new_epoch(),
-            offset: 0,
-            assigned: 0,
-            pending: Default::default(),
-            history: Default::default(),
             params,
-            empty_since: Some(Instant::now()),
-            closed: false,
+            ..fresh
         };
         let key: Arc<str> = id.clone().into();
         let room = Room::new(key.clone(), state);
@@ -670,33 +656,18 @@ impl Hub {
             .rooms
             .entry(key.clone())
             .or_insert_with(|| {
+                let fresh = RoomState::fresh(
+                    id.to_owned(),
+                    endpoint.room_max_connections,
+                    endpoint.slow_consumer,
+                    endpoint.history_size,
+                    endpoint.history_ttl,
+                );
                 Room::new(
                     key,
                     RoomState {
-                        name: id.to_owned(),
-                        description: String::new(),
-                        max_connections: endpoint.room_max_connections.max(1),
-                        code: None,
-                        meta: Map::new(),
-                        created_at: now_ms(),
-                        expires_at: None,
-                        durable: false,
                         auto_created: true,
-                        slow_consumer: endpoint.slow_consumer,
-                        history_size: endpoint.history_size,
-                        history_ttl_ms: endpoint.history_ttl.as_millis().min(i64::MAX as u128)
-                            as i64,
-                        members: Default::default(),
-                        epoch: new_epoch(),
-                        offset: 0,
-                        assigned: 0,
-                        pending: Default::default(),
-                        history: Default::default(),
-                        params: Vec::new(),
-                        // Counted as empty from birth: if the join that created it fails
-                        // (wrong code, hook, full), the room is still cleaned up.
-                        empty_since: Some(Instant::now()),
-                        closed: false,
+                        ..fresh
                     },
                 )
             })
@@ -1205,31 +1176,29 @@ impl Hub {
                 .last()
                 .map_or(info.offset, |m| m.offset.max(info.offset));
             let key: Arc<str> = info.id.as_str().into();
+            let fresh = RoomState::fresh(
+                info.name,
+                info.max_connections,
+                info.slow_consumer,
+                info.history_size,
+                Duration::from_secs(info.history_ttl_s),
+            );
             let state = RoomState {
-                name: info.name,
                 description: info.description,
-                max_connections: info.max_connections,
                 code: info.code,
                 meta: info.meta,
                 created_at: info.created_at,
                 expires_at: info.expires_at,
                 durable: true,
-                auto_created: false,
-                slow_consumer: info.slow_consumer,
-                history_size: info.history_size,
-                history_ttl_ms: info.history_ttl_s.saturating_mul(1000).min(i64::MAX as u64) as i64,
-                members: Default::default(),
                 epoch: info.epoch,
                 offset,
                 assigned: offset,
-                pending: Default::default(),
                 history: history
                     .into_iter()
                     .map(|m| SharedFrame::new(ServerMessage::Message(m)))
                     .collect(),
                 params: info.params,
-                empty_since: Some(Instant::now()),
-                closed: false,
+                ..fresh
             };
             self.inner.rooms.insert(key.clone(), Room::new(key, state));
         }

@@ -145,6 +145,41 @@ pub(crate) struct RoomState {
 }
 
 impl RoomState {
+    /// An empty, open room with a new epoch, counted as empty from now (so that a room
+    /// nobody manages to join is still cleaned up). Callers set what differs with
+    /// struct-update syntax.
+    pub fn fresh(
+        name: String,
+        max_connections: usize,
+        slow_consumer: SlowConsumer,
+        history_size: usize,
+        history_ttl: std::time::Duration,
+    ) -> Self {
+        RoomState {
+            name,
+            description: String::new(),
+            max_connections: max_connections.max(1),
+            code: None,
+            meta: Map::new(),
+            created_at: crate::clock::now_ms(),
+            expires_at: None,
+            durable: false,
+            auto_created: false,
+            slow_consumer,
+            history_size,
+            history_ttl_ms: history_ttl.as_millis().min(i64::MAX as u128) as i64,
+            members: BTreeMap::new(),
+            epoch: new_epoch(),
+            offset: 0,
+            assigned: 0,
+            pending: BTreeMap::new(),
+            history: VecDeque::new(),
+            params: Vec::new(),
+            empty_since: Some(std::time::Instant::now()),
+            closed: false,
+        }
+    }
+
     pub fn info(&self, id: &str) -> RoomInfo {
         RoomInfo {
             id: id.to_owned(),
