@@ -14,8 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A tokio-tungstenite WebSocket as a hub transport.
@@ -65,17 +64,12 @@ fn map_err(e: WsError) -> TransportError {
     }
 }
 
-fn to_message(o: &Outgoing) -> Message {
-    match o {
-        Outgoing::Text(b) => {
-            Message::Frame(Frame::message(b.clone(), OpCode::Data(Data::Text), true))
-        }
-        Outgoing::Binary(b) => Message::Binary(b.clone()),
-        Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
-            code: CloseCode::from(*code),
-            reason: truncate_reason(reason).into(),
-        })),
-    }
+/// The close frame for `Close`; data frames never go through tungstenite's writer.
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: truncate_reason(reason).into(),
+    }))
 }
 
 /// Close reasons must fit a control frame (123 bytes after the code).
@@ -146,10 +140,15 @@ where
         }
         // Close frames go through tungstenite so that it tracks the closing handshake.
         for o in &batch[data_end..] {
-            match self.ws.feed(to_message(o)).await {
+            let Outgoing::Close(code, reason) = o else {
+                continue;
+            };
+            match self.ws.feed(close_message(*code, reason)).await {
                 Ok(()) => {}
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return Ok(()),
-                Err(WsError::Protocol(_)) if matches!(o, Outgoing::Close(..)) => return Ok(()),
+                // A close already under way: nothing more can be written, which is fine.
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Protocol(_)) => {
+                    return Ok(());
+                }
                 Err(e) => return Err(map_err(e)),
             }
         }
