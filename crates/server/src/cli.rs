@@ -31,6 +31,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Interactive terminal client: print messages, send lines, /join, /leave, /direct, /who.
+    Connect(crate::commands::ConnectArgs),
+    /// Print every message of a room as one JSON line.
+    Listen(crate::commands::ListenArgs),
+    /// Publish one message and wait for its ack.
+    Send(crate::commands::SendArgs),
+    /// List the Switchboard servers on the local network.
+    Discover(crate::commands::DiscoverArgs),
 }
 
 /// Flags of `serve`.
@@ -126,6 +134,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running = crate::server::serve(hub, config.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // LAN discovery answers for as long as the server runs (off unless configured).
+    let _discovery = crate::discovery::start(
+        &config.discovery,
+        crate::discovery::Identity {
+            name: String::new(),
+            node_id: config.hub.node_id.clone(),
+            listen: running.addr,
+            path: crate::discovery::default_path(&config),
+        },
+    )
+    .context("cannot start LAN discovery")?;
     let line = format!("listening on http://{}", running.addr);
     tracing::info!("{line}");
     eprintln!("{line}");

@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod discovery;
 pub mod limits;
 pub mod metrics;
 pub mod origin;

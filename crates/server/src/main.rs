@@ -9,6 +9,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(cli.serve).await,
+        Some(client_command) => return switchboard_server::commands::run(client_command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
