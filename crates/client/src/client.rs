@@ -10,7 +10,9 @@ use serde_json::Value;
 use switchboard_protocol::playback::{
     NewAudioZone, NewConnection, NewPlayer, NewSession, Session, SessionChanges,
 };
-use switchboard_protocol::{ClientMessage, Map, Member, ParamState, RoomMessage, ServerMessage, Since};
+use switchboard_protocol::{
+    ClientMessage, Map, Member, ParamState, RoomMessage, ServerMessage, Since,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::ClockEstimate;
@@ -122,7 +124,10 @@ fn unexpected<T>(request: &'static str, got: &ServerMessage) -> Result<T, Client
 impl Client {
     /// Connects to `url` (`ws://host:port/ws`) and waits for the first `welcome`, retrying
     /// as the options say. Fails with `Closed` when the client gives up first.
-    pub async fn connect(url: &str, options: ClientOptions) -> Result<(Client, Events), ClientError> {
+    pub async fn connect(
+        url: &str,
+        options: ClientOptions,
+    ) -> Result<(Client, Events), ClientError> {
         let (client, events) = Client::start(url, options)?;
         client.wait_connected().await?;
         Ok((client, events))
@@ -131,7 +136,10 @@ impl Client {
     /// Starts connecting in the background and returns at once; requests made before the
     /// connection is up wait in the queue. Must be called within a Tokio runtime.
     pub fn start(url: &str, options: ClientOptions) -> Result<(Client, Events), ClientError> {
-        handshake::check_url(url).map_err(|message| ClientError::Invalid { what: "url", message })?;
+        handshake::check_url(url).map_err(|message| ClientError::Invalid {
+            what: "url",
+            message,
+        })?;
         options.validate()?;
         let (commands_tx, commands_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(options.event_buffer);
@@ -240,7 +248,12 @@ impl Client {
 
     /// Rooms the client is in and will rejoin after a reconnect.
     pub fn rooms(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.shared.rooms().joined().map(|(r, _)| r.clone()).collect();
+        let mut v: Vec<String> = self
+            .shared
+            .rooms()
+            .joined()
+            .map(|(r, _)| r.clone())
+            .collect();
         v.sort();
         v
     }
@@ -564,7 +577,8 @@ impl Client {
 
     /// Creates an audio zone from players.
     pub async fn create_audio_zone(&self, audio_zone: NewAudioZone) -> Result<(), ClientError> {
-        self.ack(ClientMessage::CreateAudioZone { audio_zone }).await
+        self.ack(ClientMessage::CreateAudioZone { audio_zone })
+            .await
     }
 
     /// Tells the profile's other devices where playback is.

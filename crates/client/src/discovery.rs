@@ -104,7 +104,11 @@ pub async fn discover_at(
             rounds += 1;
             next_probe = Instant::now() + spacing;
         }
-        let wake = if rounds < 3 { next_probe.min(deadline) } else { deadline };
+        let wake = if rounds < 3 {
+            next_probe.min(deadline)
+        } else {
+            deadline
+        };
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = received else { continue };

@@ -157,8 +157,12 @@ impl Driver {
                     }
                     self.requeue_in_flight();
                     if terminal {
-                        self.fail(&format!("closed with {code:?}: {}", end.reason, code = end.code))
-                            .await;
+                        self.fail(&format!(
+                            "closed with {code:?}: {}",
+                            end.reason,
+                            code = end.code
+                        ))
+                        .await;
                         if !self.failed_phase().await {
                             break;
                         }
@@ -187,10 +191,7 @@ impl Driver {
             if self.closing.is_some() {
                 break;
             }
-            let out_of_retries = self
-                .opts
-                .max_retries
-                .is_some_and(|max| self.attempt >= max);
+            let out_of_retries = self.opts.max_retries.is_some_and(|max| self.attempt >= max);
             if !self.opts.reconnect || out_of_retries {
                 let reason = if self.opts.reconnect {
                     format!("gave up after {} attempts", self.attempt + 1)
@@ -574,7 +575,10 @@ impl Driver {
                 code: None,
             }),
             Err(_) => Err(End {
-                reason: format!("a write did not finish within {:?}", self.opts.liveness_timeout),
+                reason: format!(
+                    "a write did not finish within {:?}",
+                    self.opts.liveness_timeout
+                ),
                 code: None,
             }),
         }

@@ -127,7 +127,12 @@ async fn open_inner(url: &str, opts: &ClientOptions) -> Result<(Ws, Welcome), At
                 let body = response
                     .body()
                     .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).chars().take(200).collect::<String>())
+                    .map(|b| {
+                        String::from_utf8_lossy(b)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    })
                     .unwrap_or_default();
                 return Err(AttemptError {
                     reason: format!("the server answered HTTP {status} {body}")

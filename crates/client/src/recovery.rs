@@ -178,7 +178,14 @@ mod tests {
     fn holes_and_new_epochs_are_reported() {
         let mut r = Rooms::default();
         r.on_joined("r", JoinedRoom::default(), "e1", 10, vec![], true);
-        let out = r.on_joined("r", JoinedRoom::default(), "e1", 50, vec![msg("r", 45)], false);
+        let out = r.on_joined(
+            "r",
+            JoinedRoom::default(),
+            "e1",
+            50,
+            vec![msg("r", 45)],
+            false,
+        );
         assert_eq!(out.deliver.len(), 1);
         assert_eq!(
             out.incomplete,
@@ -188,7 +195,14 @@ mod tests {
             })
         );
         // The room came back with a new epoch: nothing of the old numbering is delivered.
-        let out = r.on_joined("r", JoinedRoom::default(), "e2", 3, vec![msg("r", 1)], false);
+        let out = r.on_joined(
+            "r",
+            JoinedRoom::default(),
+            "e2",
+            3,
+            vec![msg("r", 1)],
+            false,
+        );
         assert!(out.deliver.is_empty());
         assert_eq!(out.incomplete.unwrap().epoch, "e1");
         assert_eq!(r.position("r").unwrap().epoch, "e2");

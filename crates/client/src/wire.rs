@@ -22,9 +22,9 @@ pub fn encode_request(
     }
     Ok(match encoding {
         Encoding::Json => Message::text(value.to_string()),
-        Encoding::MsgPack => Message::binary(
-            rmp_serde::to_vec_named(&value).map_err(|e| fail(e.to_string()))?,
-        ),
+        Encoding::MsgPack => {
+            Message::binary(rmp_serde::to_vec_named(&value).map_err(|e| fail(e.to_string()))?)
+        }
     })
 }
 
@@ -32,7 +32,9 @@ pub fn encode_request(
 /// frames, or a message type this client does not know — newer servers may add some).
 pub fn decode(frame: &Message) -> Option<ServerMessage> {
     let result = match frame {
-        Message::Text(t) => serde_json::from_str::<ServerMessage>(t.as_str()).map_err(|e| e.to_string()),
+        Message::Text(t) => {
+            serde_json::from_str::<ServerMessage>(t.as_str()).map_err(|e| e.to_string())
+        }
         Message::Binary(b) => rmp_serde::from_slice::<ServerMessage>(b).map_err(|e| e.to_string()),
         _ => return None,
     };
@@ -114,11 +116,16 @@ mod tests {
 
     #[test]
     fn replies_are_matched_by_integer_id_and_unknown_types_are_skipped() {
-        let m = decode(&Message::text(r#"{"type":"ack","id":3,"room":"r","offset":9}"#)).unwrap();
+        let m = decode(&Message::text(
+            r#"{"type":"ack","id":3,"room":"r","offset":9}"#,
+        ))
+        .unwrap();
         assert_eq!(reply_id(&m), Some(3));
         assert_eq!(type_of(&m), "ack");
         assert!(decode(&Message::text(r#"{"type":"from_the_future"}"#)).is_none());
-        let m = decode(&Message::text(r#"{"type":"gap","room":"r","from_offset":1,"to_offset":2}"#));
+        let m = decode(&Message::text(
+            r#"{"type":"gap","room":"r","from_offset":1,"to_offset":2}"#,
+        ));
         assert_eq!(m.as_ref().and_then(reply_id), None);
     }
 }

@@ -44,7 +44,11 @@ async fn every_offset_once_in_order_across_cuts() {
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     cutter.await.unwrap();
-    let seen = until(&mut events, |e| matches!(e, Event::Message(m) if m.offset == N)).await;
+    let seen = until(
+        &mut events,
+        |e| matches!(e, Event::Message(m) if m.offset == N),
+    )
+    .await;
     assert_eq!(offsets(&seen, "r"), (1..=N).collect::<Vec<_>>());
     let reconnects = seen
         .iter()
@@ -52,7 +56,9 @@ async fn every_offset_once_in_order_across_cuts() {
         .count();
     assert!(reconnects >= 1, "the link was never cut: {seen:#?}");
     assert!(
-        !seen.iter().any(|e| matches!(e, Event::RecoveryIncomplete { .. })),
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::RecoveryIncomplete { .. })),
         "history covered every outage"
     );
     drop(client);
@@ -70,7 +76,10 @@ async fn requests_made_while_disconnected_are_sent_after_the_reconnect() {
     let (client, mut events) = Client::connect(&proxy.url(), opts).await.unwrap();
     client.join("q").await.unwrap();
     proxy.cut();
-    until(&mut events, |e| matches!(e, Event::Status(Status::Reconnecting { .. }))).await;
+    until(&mut events, |e| {
+        matches!(e, Event::Status(Status::Reconnecting { .. }))
+    })
+    .await;
     let pubs: Vec<_> = (0..3)
         .map(|i| {
             let c = client.clone();
@@ -85,11 +94,25 @@ async fn requests_made_while_disconnected_are_sent_after_the_reconnect() {
     }
     let mut acked = Vec::new();
     for p in pubs {
-        acked.push(tokio::time::timeout(WAIT, p).await.unwrap().unwrap().unwrap());
+        acked.push(
+            tokio::time::timeout(WAIT, p)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
     }
     acked.sort_unstable();
-    assert_eq!(acked, [1, 2, 3], "queued publishes went out after the rejoin");
-    let seen = until(&mut events, |e| matches!(e, Event::Message(m) if m.offset == 3)).await;
+    assert_eq!(
+        acked,
+        [1, 2, 3],
+        "queued publishes went out after the rejoin"
+    );
+    let seen = until(
+        &mut events,
+        |e| matches!(e, Event::Message(m) if m.offset == 3),
+    )
+    .await;
     assert_eq!(offsets(&seen, "q"), [1, 2, 3]);
     srv.stop().await;
 }
@@ -112,29 +135,61 @@ async fn a_durable_room_recovers_across_a_server_restart() {
     for i in 1..=5 {
         hub.publish("d", json!(i), &[]).await.unwrap();
     }
-    let mut seen = until(&mut events, |e| matches!(e, Event::Message(m) if m.offset == 5)).await;
+    let mut seen = until(
+        &mut events,
+        |e| matches!(e, Event::Message(m) if m.offset == 5),
+    )
+    .await;
     // Graceful shutdown: the server sends closed{retry_after_ms} and the client obeys it.
     srv.stop().await;
     drop(hub);
-    seen.extend(until(&mut events, |e| matches!(e, Event::Status(Status::Reconnecting { .. }))).await);
+    seen.extend(
+        until(&mut events, |e| {
+            matches!(e, Event::Status(Status::Reconnecting { .. }))
+        })
+        .await,
+    );
     let delay = seen.iter().rev().find_map(|e| match e {
         Event::Status(Status::Reconnecting { delay, .. }) => Some(*delay),
         _ => None,
     });
-    assert!(delay.unwrap() >= Duration::from_millis(1000), "retry_after_ms obeyed: {delay:?}");
+    assert!(
+        delay.unwrap() >= Duration::from_millis(1000),
+        "retry_after_ms obeyed: {delay:?}"
+    );
     let (srv2, hub2) = start(&store, "").await;
     proxy.retarget(srv2.addr);
     for i in 6..=10 {
         hub2.publish("d", json!(i), &[]).await.unwrap();
     }
-    seen.extend(until(&mut events, |e| matches!(e, Event::Message(m) if m.offset == 10)).await);
+    seen.extend(
+        until(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.offset == 10),
+        )
+        .await,
+    );
     for i in 11..=12 {
         hub2.publish("d", json!(i), &[]).await.unwrap();
     }
-    seen.extend(until(&mut events, |e| matches!(e, Event::Message(m) if m.offset == 12)).await);
+    seen.extend(
+        until(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.offset == 12),
+        )
+        .await,
+    );
     assert_eq!(offsets(&seen, "d"), (1..=12).collect::<Vec<_>>());
-    assert!(!seen.iter().any(|e| matches!(e, Event::RecoveryIncomplete { .. })));
-    assert_eq!(client.position("d").unwrap().epoch, joined.epoch, "same epoch after restart");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::RecoveryIncomplete { .. }))
+    );
+    assert_eq!(
+        client.position("d").unwrap().epoch,
+        joined.epoch,
+        "same epoch after restart"
+    );
     client.close().await;
     srv2.stop().await;
 }
@@ -151,16 +206,32 @@ async fn a_lost_room_history_is_reported_not_hidden() {
     srv.stop().await;
     let (srv2, hub2) = start("memory", "").await;
     proxy.retarget(srv2.addr);
-    let seen = until(&mut events, |e| matches!(e, Event::RecoveryIncomplete { .. })).await;
-    let Some(Event::RecoveryIncomplete { room, since, previous_epoch, epoch, .. }) = seen.last() else {
+    let seen = until(&mut events, |e| {
+        matches!(e, Event::RecoveryIncomplete { .. })
+    })
+    .await;
+    let Some(Event::RecoveryIncomplete {
+        room,
+        since,
+        previous_epoch,
+        epoch,
+        ..
+    }) = seen.last()
+    else {
         unreachable!()
     };
     assert_eq!((room.as_str(), *since), ("m", 1));
     assert_ne!(previous_epoch, epoch);
     hub2.publish("m", json!("new"), &[]).await.unwrap();
     let seen = until(&mut events, |e| matches!(e, Event::Message(_))).await;
-    let Some(Event::Message(m)) = seen.last() else { unreachable!() };
-    assert_eq!((m.offset, &m.data), (1, &json!("new")), "new epoch, numbering restarts");
+    let Some(Event::Message(m)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(
+        (m.offset, &m.data),
+        (1, &json!("new")),
+        "new epoch, numbering restarts"
+    );
     srv2.stop().await;
 }
 
@@ -178,13 +249,28 @@ async fn a_silent_half_open_link_is_detected_within_the_liveness_timeout() {
     client.join("h").await.unwrap();
     let silenced = Instant::now();
     proxy.silence();
-    until(&mut events, |e| matches!(e, Event::Status(Status::Disconnected { .. }))).await;
+    until(&mut events, |e| {
+        matches!(e, Event::Status(Status::Disconnected { .. }))
+    })
+    .await;
     let took = silenced.elapsed();
-    assert!(took >= Duration::from_millis(600), "detected too early: {took:?}");
-    assert!(took < Duration::from_millis(2000), "detected too late: {took:?}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "detected too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2000),
+        "detected too late: {took:?}"
+    );
     // New links pass again: it reconnects and is back in its room.
     until(&mut events, is_connected).await;
-    until(&mut events, |e| matches!(e, Event::Server(switchboard_client::ServerMessage::Joined { .. }))).await;
+    until(&mut events, |e| {
+        matches!(
+            e,
+            Event::Server(switchboard_client::ServerMessage::Joined { .. })
+        )
+    })
+    .await;
     assert_eq!(client.rooms(), ["h"]);
     srv.stop().await;
 }
@@ -205,10 +291,16 @@ async fn backoff_delays_stay_within_their_bounds_and_retries_are_capped() {
         ..Default::default()
     };
     let started = Instant::now();
-    let err = Client::connect(&format!("ws://{addr}/ws"), opts.clone()).await.err().unwrap();
+    let err = Client::connect(&format!("ws://{addr}/ws"), opts.clone())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, ClientError::Closed { .. }), "{err}");
     let (_c, mut events) = Client::start(&format!("ws://{addr}/ws"), opts).unwrap();
-    let seen = until(&mut events, |e| matches!(e, Event::Status(Status::Failed { .. }))).await;
+    let seen = until(&mut events, |e| {
+        matches!(e, Event::Status(Status::Failed { .. }))
+    })
+    .await;
     let delays: Vec<(u32, Duration)> = seen
         .iter()
         .filter_map(|e| match e {
@@ -216,9 +308,15 @@ async fn backoff_delays_stay_within_their_bounds_and_retries_are_capped() {
             _ => None,
         })
         .collect();
-    assert_eq!(delays.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        delays.iter().map(|d| d.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
     for (attempt, delay) in &delays {
-        assert!(*delay < backoff_ceiling(attempt - 1, base, cap), "{attempt}: {delay:?}");
+        assert!(
+            *delay < backoff_ceiling(attempt - 1, base, cap),
+            "{attempt}: {delay:?}"
+        );
     }
     // Six waits of at most 40+80+160+200+200+200 ms.
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -226,13 +324,26 @@ async fn backoff_delays_stay_within_their_bounds_and_retries_are_capped() {
 
 #[tokio::test]
 async fn a_503_retry_after_is_obeyed() {
-    let (srv, _hub) = start("memory", "[[endpoint]]\npath = \"/ws\"\nmax_connections = 1\n").await;
+    let (srv, _hub) = start(
+        "memory",
+        "[[endpoint]]\npath = \"/ws\"\nmax_connections = 1\n",
+    )
+    .await;
     let url = format!("ws://{}/ws", srv.addr);
     let (_first, _e) = Client::connect(&url, fast()).await.unwrap();
     let (second, mut events) = Client::start(&url, fast()).unwrap();
-    let seen = until(&mut events, |e| matches!(e, Event::Status(Status::Reconnecting { .. }))).await;
-    let Some(Event::Status(Status::Reconnecting { delay, .. })) = seen.last() else { unreachable!() };
-    assert_eq!(*delay, Duration::from_secs(5), "Retry-After: 5 instead of a 50 ms backoff");
+    let seen = until(&mut events, |e| {
+        matches!(e, Event::Status(Status::Reconnecting { .. }))
+    })
+    .await;
+    let Some(Event::Status(Status::Reconnecting { delay, .. })) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(
+        *delay,
+        Duration::from_secs(5),
+        "Retry-After: 5 instead of a 50 ms backoff"
+    );
     assert!(seen.iter().any(|e| matches!(e, Event::Status(Status::Disconnected { reason, .. }) if reason.contains("503"))));
     second.close().await;
     srv.stop().await;
@@ -250,30 +361,45 @@ async fn typed_requests_work_in_messagepack_and_errors_are_typed() {
     let (a, mut events) = Client::connect(&url, opts).await.unwrap();
     let (b, _) = Client::connect(&url, fast()).await.unwrap();
     let err = a.publish("nowhere", json!(1)).await.unwrap_err();
-    assert!(matches!(err.server_code(), Some(ErrorCode::InvalidRoom | ErrorCode::NotInRoom)), "{err}");
+    assert!(
+        matches!(
+            err.server_code(),
+            Some(ErrorCode::InvalidRoom | ErrorCode::NotInRoom)
+        ),
+        "{err}"
+    );
     let joined = a.join("t").await.unwrap();
     assert_eq!(joined.members.len(), 1);
     b.join("t").await.unwrap();
     assert_eq!(b.publish("t", json!({"x": 1})).await.unwrap(), 1);
     let seen = until(&mut events, |e| matches!(e, Event::Message(_))).await;
-    assert!(seen.iter().any(|e| matches!(e, Event::Server(switchboard_client::ServerMessage::PresenceJoin { .. }))));
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::Server(switchboard_client::ServerMessage::PresenceJoin { .. })
+    )));
     assert_eq!(a.presence("t", None, None).await.unwrap().count, 2);
     assert_eq!(a.history("t", None, None).await.unwrap().messages.len(), 1);
     let id = b.connection_id().await.unwrap();
     a.direct(&id, json!("psst")).await.unwrap();
     a.set_meta(serde_json::Map::new()).await.unwrap();
     assert!(a.sync("t").await.unwrap().is_empty());
-    a.trigger("t", "go", None, Some(a.server_now() + 100)).await.unwrap();
+    a.trigger("t", "go", None, Some(a.server_now() + 100))
+        .await
+        .unwrap();
     let pong = a.ping().await.unwrap();
     assert!(pong.rtt_ms >= 0);
     // Same machine, same clock: the estimate is within a few ms.
-    let skew = (a.server_now() - switchboard_client::clock::unix_ms(std::time::SystemTime::now())).abs();
+    let skew =
+        (a.server_now() - switchboard_client::clock::unix_ms(std::time::SystemTime::now())).abs();
     assert!(skew < 50, "offset {skew} ms");
     let at = a.server_now() + 1000;
     assert_eq!(a.to_server_time(a.to_local_time(at)), at);
     a.leave("t").await.unwrap();
     assert!(a.rooms().is_empty());
     a.close().await;
-    assert!(matches!(a.publish("t", json!(1)).await, Err(ClientError::Closed { .. })));
+    assert!(matches!(
+        a.publish("t", json!(1)).await,
+        Err(ClientError::Closed { .. })
+    ));
     srv.stop().await;
 }

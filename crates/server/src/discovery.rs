@@ -124,7 +124,11 @@ async fn respond(socket: UdpSocket, me: Identity) {
         let answer = Datagram::Server(ServerInfo {
             name: me.name.clone(),
             node_id: me.node_id.clone(),
-            url: format!("ws://{}{}", SocketAddr::new(host, me.listen.port()), me.path),
+            url: format!(
+                "ws://{}{}",
+                SocketAddr::new(host, me.listen.port()),
+                me.path
+            ),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         });
         let Ok(bytes) = serde_json::to_vec(&answer) else {
@@ -168,6 +172,9 @@ mod tests {
         assert_eq!(host_for(loopback, lan), None);
         let fixed: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(host_for(fixed, lan), Some(fixed));
-        assert_eq!(host_for(IpAddr::V4(Ipv4Addr::UNSPECIFIED), lo), Some(loopback));
+        assert_eq!(
+            host_for(IpAddr::V4(Ipv4Addr::UNSPECIFIED), lo),
+            Some(loopback)
+        );
     }
 }

@@ -39,7 +39,10 @@ pub fn describe_status(s: &Status) -> String {
             None => format!("disconnected: {reason}"),
         },
         Status::Reconnecting { attempt, delay } => {
-            format!("reconnecting in {} ms (attempt {attempt})", delay.as_millis())
+            format!(
+                "reconnecting in {} ms (attempt {attempt})",
+                delay.as_millis()
+            )
         }
         Status::Failed { reason } => format!("gave up: {reason}"),
         Status::Closed => "closed".into(),
@@ -67,12 +70,26 @@ fn sender(from: &str, data: &Value) -> String {
 /// How an event is shown; `None` for events not worth a line.
 fn render(event: &Event) -> Option<String> {
     Some(match event {
-        Event::Message(m) => format!("[{}] {}: {}", m.room, sender(&m.from, &m.data), text_of(&m.data)),
+        Event::Message(m) => format!(
+            "[{}] {}: {}",
+            m.room,
+            sender(&m.from, &m.data),
+            text_of(&m.data)
+        ),
         Event::Status(s) => format!("* {}", describe_status(s)),
-        Event::RecoveryIncomplete { room, since, offset, .. } => {
+        Event::RecoveryIncomplete {
+            room,
+            since,
+            offset,
+            ..
+        } => {
             format!("* {room}: some messages after {since} (up to {offset}) could not be recovered")
         }
-        Event::RejoinFailed { room, code, message } => {
+        Event::RejoinFailed {
+            room,
+            code,
+            message,
+        } => {
             format!("* could not rejoin {room}: {code}: {message}")
         }
         Event::Server(m) => match m {
@@ -81,25 +98,50 @@ fn render(event: &Event) -> Option<String> {
             }
             ServerMessage::PresenceJoin { room, member } => format!(
                 "* {} joined {room}",
-                member.name.clone().unwrap_or_else(|| member.client_id.clone())
+                member
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| member.client_id.clone())
             ),
             ServerMessage::PresenceLeave { room, member } => format!(
                 "* {} left {room}",
-                member.name.clone().unwrap_or_else(|| member.client_id.clone())
+                member
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| member.client_id.clone())
             ),
-            ServerMessage::Joined { room, members_count, offset, .. } => {
+            ServerMessage::Joined {
+                room,
+                members_count,
+                offset,
+                ..
+            } => {
                 format!("* joined {room} ({members_count} here, offset {offset})")
             }
-            ServerMessage::Closed { room: Some(room), reason, .. } => {
+            ServerMessage::Closed {
+                room: Some(room),
+                reason,
+                ..
+            } => {
                 format!("* room {room} closed: {reason}")
             }
-            ServerMessage::Closed { room: None, reason, .. } => format!("* server: {reason}"),
-            ServerMessage::Gap { room, from_offset, to_offset } => {
+            ServerMessage::Closed {
+                room: None, reason, ..
+            } => format!("* server: {reason}"),
+            ServerMessage::Gap {
+                room,
+                from_offset,
+                to_offset,
+            } => {
                 format!("* {room}: messages {from_offset}..={to_offset} were dropped")
             }
             ServerMessage::Event { name, data, .. } => format!("[event {name}] {data}"),
-            ServerMessage::Update { room, param, value, .. } => format!("[{room}] {param} = {value}"),
-            ServerMessage::Trigger { room, name, data, .. } => format!("[{room}] trigger {name} {data}"),
+            ServerMessage::Update {
+                room, param, value, ..
+            } => format!("[{room}] {param} = {value}"),
+            ServerMessage::Trigger {
+                room, name, data, ..
+            } => format!("[{room}] trigger {name} {data}"),
             ServerMessage::Error { code, message, .. } => format!("* error {code}: {message}"),
             _ => return None,
         },
@@ -107,8 +149,10 @@ fn render(event: &Event) -> Option<String> {
 }
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let (client, mut events) =
-        Client::start(&args.url, super::options(args.name.clone(), args.client_id.clone()))?;
+    let (client, mut events) = Client::start(
+        &args.url,
+        super::options(args.name.clone(), args.client_id.clone()),
+    )?;
     let printer = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if let Some(line) = render(&event) {

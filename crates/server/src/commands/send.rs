@@ -28,7 +28,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         let last_problem = last_problem.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let Event::Status(Status::Disconnected { reason, .. } | Status::Failed { reason }) = event {
+                if let Event::Status(
+                    Status::Disconnected { reason, .. } | Status::Failed { reason },
+                ) = event
+                {
                     *last_problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
                 }
             }
