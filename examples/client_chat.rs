@@ -13,7 +13,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
     let room = args.next().unwrap_or_else(|| "lobby".into());
     let name = args.next().unwrap_or_else(|| "rust".into());
 
@@ -23,7 +25,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (client, mut events) = Client::connect(&url, options).await?;
     let joined = client.join(&room).await?;
-    println!("joined {room}: {} here, offset {}", joined.members_count, joined.offset);
+    println!(
+        "joined {room}: {} here, offset {}",
+        joined.members_count, joined.offset
+    );
 
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -44,7 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         // While disconnected this waits in the client's queue and goes out after the rejoin.
-        if let Err(e) = client.publish(&room, json!({ "text": line, "name": name })).await {
+        if let Err(e) = client
+            .publish(&room, json!({ "text": line, "name": name }))
+            .await
+        {
             eprintln!("not sent: {e}");
         }
     }

@@ -385,16 +385,17 @@ impl Driver {
         self.shared
             .clock()
             .rough(welcome.server_time, unix_ms(SystemTime::now()));
-        self.set_status(Status::Connected {
-            connection_id: welcome.connection_id.clone(),
-            client_id: welcome.client_id.clone(),
-        })
-        .await;
+        // Before `Connected`, so whoever sees it connected finds the file written.
         if let Some(path) = &self.opts.remember
             && let Err(e) = crate::remember::save(path, &self.url)
         {
             tracing::warn!(path = %path.display(), error = %e, "cannot remember the server");
         }
+        self.set_status(Status::Connected {
+            connection_id: welcome.connection_id.clone(),
+            client_id: welcome.client_id.clone(),
+        })
+        .await;
         if let Err(end) = self.resume(ws).await {
             return end;
         }

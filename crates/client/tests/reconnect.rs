@@ -353,12 +353,20 @@ async fn a_503_retry_after_is_obeyed() {
 async fn typed_requests_work_in_messagepack_and_errors_are_typed() {
     let (srv, _hub) = start("memory", "").await;
     let url = format!("ws://{}/ws", srv.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let remember = dir.path().join("last");
     let opts = ClientOptions {
         encoding: Encoding::MsgPack,
         name: Some("mp".into()),
+        remember: Some(remember.clone()),
         ..fast()
     };
     let (a, mut events) = Client::connect(&url, opts).await.unwrap();
+    assert_eq!(
+        switchboard_client::remember::load(&remember).as_deref(),
+        Some(url.as_str()),
+        "the server that worked is remembered"
+    );
     let (b, _) = Client::connect(&url, fast()).await.unwrap();
     let err = a.publish("nowhere", json!(1)).await.unwrap_err();
     assert!(
