@@ -29,7 +29,7 @@ anything else is published to the current room";
 pub fn describe_status(s: &Status) -> String {
     match s {
         Status::Connecting { attempt: 0 } => "connecting".into(),
-        Status::Connecting { attempt } => format!("connecting (attempt {})", attempt + 1),
+        Status::Connecting { attempt } => format!("connecting (retry {attempt})"),
         Status::Connected {
             connection_id,
             client_id,

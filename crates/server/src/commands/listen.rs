@@ -12,14 +12,15 @@ use super::ListenArgs;
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let (client, mut events) = Client::start(&args.url, super::options(args.name.clone(), None))?;
+    // Joins wait in the queue until the first connection; a refusal ends the command.
+    let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<String>(args.room.len().max(1));
     for room in &args.room {
         let client = client.clone();
         let room = room.clone();
-        // Joins wait in the queue until the first connection; a refusal is fatal.
+        let refused_tx = refused_tx.clone();
         tokio::spawn(async move {
             if let Err(e) = client.join(&room).await {
-                eprintln!("switchboard: cannot join {room}: {e}");
-                std::process::exit(1);
+                let _ = refused_tx.send(format!("cannot join {room}: {e}")).await;
             }
         });
     }
@@ -54,6 +55,11 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                     }
                     Event::Server(_) => {}
                 }
+            }
+            Some(why) = refused.recv() => {
+                eprintln!("switchboard: {why}");
+                client.close().await;
+                return Ok(ExitCode::FAILURE);
             }
             _ = tokio::signal::ctrl_c() => break,
         }
