@@ -14,6 +14,7 @@ pub mod origin;
 pub mod server;
 pub mod transport;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::{Config, Overrides};
