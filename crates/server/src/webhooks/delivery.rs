@@ -290,6 +290,192 @@ async fn deliver(shared: &Shared, job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::settings::LifecycleEvents;
+    use crate::webhooks::sign::{self, SIGNATURE_HEADER, Secret, TIMESTAMP_HEADER};
+    use axum::http::{HeaderMap, StatusCode};
+    use reqwest::Url;
+    use tokio::sync::Semaphore;
+
+    /// A fake receiver: answers each request with the next status of `script` (then 200),
+    /// optionally holding every answer until a permit is released, and records what came.
+    #[derive(Clone)]
+    struct Backend {
+        seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+        script: Arc<Mutex<std::collections::VecDeque<u16>>>,
+        gate: Option<Arc<Semaphore>>,
+        arrived: Arc<Notify>,
+    }
+
+    impl Backend {
+        async fn start(script: &[u16], gated: bool) -> (Backend, Url) {
+            let b = Backend {
+                seen: Default::default(),
+                script: Arc::new(Mutex::new(script.iter().copied().collect())),
+                gate: gated.then(|| Arc::new(Semaphore::new(0))),
+                arrived: Arc::new(Notify::new()),
+            };
+            let state = b.clone();
+            let app = axum::Router::new().route(
+                "/events",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let b = state.clone();
+                    async move {
+                        b.seen.lock().push((headers, body));
+                        b.arrived.notify_one();
+                        if let Some(g) = &b.gate {
+                            g.acquire().await.unwrap().forget();
+                        }
+                        let status = b.script.lock().pop_front().unwrap_or(200);
+                        StatusCode::from_u16(status).unwrap()
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = Url::parse(&format!("http://{}/events", listener.local_addr().unwrap()))
+                .unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            (b, url)
+        }
+
+        fn count(&self) -> usize {
+            self.seen.lock().len()
+        }
+
+        async fn wait_for(&self, n: usize) {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while self.count() < n {
+                    let arrived = self.arrived.notified();
+                    if self.count() >= n {
+                        break;
+                    }
+                    arrived.await;
+                }
+            })
+            .await
+            .expect("the backend did not get the expected requests in time");
+        }
+    }
+
+    fn settings(url: Url, queue_size: usize, max_attempts: u32) -> Arc<LifecycleSettings> {
+        Arc::new(LifecycleSettings {
+            url,
+            events: LifecycleEvents::all(),
+            secret: Secret::new("queue-secret"),
+            offline_grace: Duration::from_millis(10),
+            timeout: Duration::from_secs(2),
+            max_attempts,
+            backoff: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            queue_size,
+            concurrency: 1,
+        })
+    }
+
+    fn job(n: u64) -> Job {
+        Job {
+            notice: Notice {
+                event: "room_occupied",
+                id: format!("test.0.{n}"),
+                seq: n,
+                node_id: "test".into(),
+                ts: 0,
+                room: Some(format!("room-{n}")),
+                client_id: "c".into(),
+                connection_id: "conn".into(),
+                endpoint: "/ws".into(),
+                offline_since: None,
+            },
+        }
+    }
+
+    fn start(s: Arc<LifecycleSettings>) -> Arc<Delivery> {
+        Delivery::start(s, HttpClient::new().unwrap(), Arc::new(WebhookMetrics::register()))
+    }
+
+    fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+        h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_retried_with_the_same_id_and_a_fresh_signature() {
+        let (backend, url) = Backend::start(&[500, 503], false).await;
+        let s = settings(url, 10, 5);
+        let d = start(s.clone());
+        assert!(d.enqueue("room-1", job(1)));
+        assert_eq!(d.drain(Duration::from_secs(5)).await, 0, "delivered in time");
+        let seen = backend.seen.lock().clone();
+        assert_eq!(seen.len(), 3, "two failures, then delivered");
+        let secret = s.secret.as_ref().unwrap();
+        for (i, (h, body)) in seen.iter().enumerate() {
+            assert_eq!(header(h, DELIVERY_HEADER), "test.0.1");
+            assert_eq!(header(h, ATTEMPT_HEADER), (i + 1).to_string());
+            assert_eq!(header(h, "x-switchboard-event"), "room_occupied");
+            let verified = sign::verify(
+                secret,
+                h.get(TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()),
+                h.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()),
+                body,
+                crate::webhooks::client::unix_seconds(),
+                60,
+            );
+            assert_eq!(verified, Ok(()));
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(v["event"], "room_occupied");
+            assert_eq!(v["room"], "room-1");
+            assert_eq!(v["seq"], 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn attempts_stop_at_the_limit_and_refusals_are_not_retried() {
+        let (backend, url) = Backend::start(&[503, 503, 503, 503], false).await;
+        let d = start(settings(url, 10, 3));
+        assert!(d.enqueue("a", job(1)));
+        assert_eq!(d.drain(Duration::from_secs(5)).await, 0);
+        assert_eq!(backend.count(), 3, "max_attempts = 3");
+
+        let (backend, url) = Backend::start(&[404], false).await;
+        let d = start(settings(url, 10, 5));
+        assert!(d.enqueue("a", job(1)));
+        assert_eq!(d.drain(Duration::from_secs(5)).await, 0);
+        assert_eq!(backend.count(), 1, "a 404 will not change with retries");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_new_events_instead_of_growing() {
+        let (backend, url) = Backend::start(&[], true).await;
+        let d = start(settings(url, 1, 1));
+        assert!(d.enqueue("k", job(1)));
+        // The worker has taken job 1 and waits for the receiver's answer.
+        backend.wait_for(1).await;
+        assert!(d.enqueue("k", job(2)), "one event may wait");
+        assert!(!d.enqueue("k", job(3)), "the second waiting event is dropped");
+        assert_eq!(d.depth(), 2);
+        if let Some(g) = &backend.gate {
+            g.add_permits(10);
+        }
+        assert_eq!(d.drain(Duration::from_secs(5)).await, 0);
+        let ids: Vec<String> = backend
+            .seen
+            .lock()
+            .iter()
+            .map(|(h, _)| header(h, DELIVERY_HEADER).to_owned())
+            .collect();
+        assert_eq!(ids, ["test.0.1", "test.0.2"]);
+        assert!(!d.enqueue("k", job(4)), "nothing is taken after shutdown");
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_on_a_receiver_that_never_answers() {
+        let (backend, url) = Backend::start(&[], true).await;
+        let d = start(settings(url, 10, 1));
+        assert!(d.enqueue("k", job(1)));
+        assert!(d.enqueue("k", job(2)));
+        backend.wait_for(1).await;
+        let started = Instant::now();
+        assert_eq!(d.drain(Duration::from_millis(200)).await, 2);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     fn answer(status: u16) -> Result<Answer, CallError> {
         Ok(Answer {
