@@ -331,8 +331,8 @@ mod tests {
                 }),
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = Url::parse(&format!("http://{}/events", listener.local_addr().unwrap()))
-                .unwrap();
+            let url =
+                Url::parse(&format!("http://{}/events", listener.local_addr().unwrap())).unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
             (b, url)
         }
@@ -389,7 +389,11 @@ mod tests {
     }
 
     fn start(s: Arc<LifecycleSettings>) -> Arc<Delivery> {
-        Delivery::start(s, HttpClient::new().unwrap(), Arc::new(WebhookMetrics::register()))
+        Delivery::start(
+            s,
+            HttpClient::new().unwrap(),
+            Arc::new(WebhookMetrics::register()),
+        )
     }
 
     fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
@@ -402,7 +406,11 @@ mod tests {
         let s = settings(url, 10, 5);
         let d = start(s.clone());
         assert!(d.enqueue("room-1", job(1)));
-        assert_eq!(d.drain(Duration::from_secs(5)).await, 0, "delivered in time");
+        assert_eq!(
+            d.drain(Duration::from_secs(5)).await,
+            0,
+            "delivered in time"
+        );
         let seen = backend.seen.lock().clone();
         assert_eq!(seen.len(), 3, "two failures, then delivered");
         let secret = s.secret.as_ref().unwrap();
@@ -449,7 +457,10 @@ mod tests {
         // The worker has taken job 1 and waits for the receiver's answer.
         backend.wait_for(1).await;
         assert!(d.enqueue("k", job(2)), "one event may wait");
-        assert!(!d.enqueue("k", job(3)), "the second waiting event is dropped");
+        assert!(
+            !d.enqueue("k", job(3)),
+            "the second waiting event is dropped"
+        );
         assert_eq!(d.depth(), 2);
         if let Some(g) = &backend.gate {
             g.add_permits(10);

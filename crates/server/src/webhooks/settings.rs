@@ -363,6 +363,45 @@ mod tests {
     }
 
     #[test]
+    fn config_file_keys_reach_the_settings_and_mistakes_are_named() {
+        use crate::config::{Config, FileConfig, Overrides};
+        let merge = |text: &str| {
+            let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+            Config::merge(file, Overrides::default()).map_err(|e| e.to_string())
+        };
+        let c = merge(
+            r#"
+            [webhooks]
+            url = "http://127.0.0.1:1/events"
+            offline_grace_ms = 0
+            [[endpoint]]
+            path = "/ws"
+            hooks.publish = "http://127.0.0.1:1/publish"
+            hooks.fail_open = true
+            [[endpoint]]
+            path = "/plain"
+            "#,
+        )
+        .unwrap();
+        let h = c.endpoints[0].hooks.as_ref().unwrap();
+        assert!(h.fail_open && h.url(SyncHook::Publish).is_some());
+        assert!(c.endpoints[1].hooks.is_none());
+        assert_eq!(c.webhooks.unwrap().offline_grace, Duration::ZERO);
+
+        let err = |text: &str| merge(text).unwrap_err();
+        let ws = "[[endpoint]]\npath = \"/ws\"\n";
+        assert!(
+            err(&format!("{ws}hooks.publish = \"nope\"")).contains("endpoint[0].hooks.publish")
+        );
+        assert!(err(&format!("{ws}hooks.timeout_ms = 5")).contains("`endpoint[0].hooks`"));
+        assert!(err(&format!("{ws}hooks.pubish = \"http://h/\"")).contains("pubish"));
+        assert!(
+            err("[webhooks]\nurl = \"http://h/\"\nevents = [\"x\"]").contains("webhooks.events")
+        );
+        assert!(err("[webhooks]\nevents = []").contains("url"));
+    }
+
+    #[test]
     fn lifecycle_settings_have_defaults_and_limits() {
         let t = WebhooksTable {
             url: "https://backend.example/events".into(),
