@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_hub::{EndpointRules, EventSet, HubConfig, Mode, SlowConsumer};
 
+use crate::webhooks::SyncHook;
+
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -355,6 +357,17 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
             "hooks" => invalid(key("hooks"), err.message),
             k => invalid(key(&format!("hooks.{k}")), err.message),
         })?;
+    if r.mode != Mode::Protocol
+        && let Some(h) = &hooks
+        && let Some(hook) = [SyncHook::Join, SyncHook::Publish, SyncHook::Direct]
+            .into_iter()
+            .find(|k| h.url(*k).is_some())
+    {
+        return Err(invalid(
+            key(&format!("hooks.{}", hook.as_str())),
+            "raw and echo endpoints have no joins, publishes or directs; only the connect and close hooks apply",
+        ));
+    }
     Ok(Endpoint {
         rules: Arc::new(r),
         allowed_origins: e.allowed_origins,

@@ -399,6 +399,9 @@ mod tests {
             err("[webhooks]\nurl = \"http://h/\"\nevents = [\"x\"]").contains("webhooks.events")
         );
         assert!(err("[webhooks]\nevents = []").contains("url"));
+        let raw = "[[endpoint]]\npath = \"/raw\"\nmode = \"raw\"\n";
+        assert!(err(&format!("{raw}hooks.publish = \"http://h/\"")).contains("hooks.publish"));
+        assert!(merge(&format!("{raw}hooks.connect = \"http://h/\"")).is_ok());
     }
 
     #[test]
