@@ -3,6 +3,10 @@
 //!
 //! Both are off until asked for ([`crate::Hub::events`], [`crate::Hub::realtime_queue`]),
 //! and cost one atomic load per event while off.
+//!
+//! A third outlet, [`MembershipObserver`], hears who connects, disconnects, joins and
+//! leaves — exactly once each and in order — for bookkeeping that must never miss a beat
+//! (the server's lifecycle webhooks). See [`crate::Hub::set_membership_observer`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +15,8 @@ use futures_util::Stream;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::broadcast;
+
+use crate::connection::Connection;
 
 /// Something a client did.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,12 +121,43 @@ pub struct RtEvent {
     pub at_ms: i64,
 }
 
+/// A change of who is connected or who is in a room (see [`MembershipObserver`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Membership<'a> {
+    /// A connection was registered (any endpoint mode).
+    Connected { conn: &'a Arc<Connection> },
+    /// A connection ended, after it left its rooms.
+    Disconnected { conn: &'a Arc<Connection> },
+    /// `conn` became a member of `room`; `first` when the room had no member on this node.
+    Joined {
+        conn: &'a Arc<Connection>,
+        room: &'a str,
+        first: bool,
+    },
+    /// `conn` stopped being a member of `room`; `last` when no member is left on this node.
+    Left {
+        conn: &'a Arc<Connection>,
+        room: &'a str,
+        last: bool,
+    },
+}
+
+/// Hears every [`Membership`] change exactly once. Unlike [`HubEvent`]s, nothing is ever
+/// dropped, and the changes of one room arrive in the order they happened: joins and
+/// leaves are reported under the room's lock. So the observer must be quick, must not
+/// block and must not call back into the hub — record and hand off.
+pub trait MembershipObserver: Send + Sync + 'static {
+    fn on_membership(&self, change: Membership<'_>);
+}
+
 /// Fan-out of events to the application.
 pub(crate) struct EventSinks {
     tx: broadcast::Sender<HubEvent>,
     rt_enabled: AtomicBool,
     rt: Mutex<Option<rtrb::Producer<RtEvent>>>,
     rt_dropped: std::sync::atomic::AtomicU64,
+    membership_on: AtomicBool,
+    membership: parking_lot::RwLock<Option<Arc<dyn MembershipObserver>>>,
 }
 
 impl EventSinks {
@@ -131,7 +168,24 @@ impl EventSinks {
             rt_enabled: AtomicBool::new(false),
             rt: Mutex::new(None),
             rt_dropped: Default::default(),
+            membership_on: AtomicBool::new(false),
+            membership: parking_lot::RwLock::new(None),
         }
+    }
+
+    /// Tells the membership observer, if there is one (one atomic load otherwise).
+    pub fn membership(&self, change: Membership<'_>) {
+        if !self.membership_on.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(o) = self.membership.read().as_ref() {
+            o.on_membership(change);
+        }
+    }
+
+    pub fn set_membership_observer(&self, observer: Arc<dyn MembershipObserver>) {
+        *self.membership.write() = Some(observer);
+        self.membership_on.store(true, Ordering::Release);
     }
 
     /// True when someone listens; check before building an event.

@@ -28,7 +28,9 @@ use crate::codes::{CodeGuard, generate_code, is_valid_code};
 use crate::connection::{ConnectInfo, Connection, ConnectionInfo};
 use crate::endpoint::{ConnectionSlot, EndpointRules, Mode, SlowConsumer};
 use crate::error::{HubError, HubResult};
-use crate::events::{EventSinks, HubEvent, RtEvent, RtKind, ShortStr};
+use crate::events::{
+    EventSinks, HubEvent, Membership, MembershipObserver, RtEvent, RtKind, ShortStr,
+};
 use crate::frame::{Payload, SharedFrame};
 use crate::hooks::{ConnectRequest, Decision, HookSet, Hooks};
 use crate::queue::RoomTag;
@@ -314,6 +316,12 @@ impl Hub {
         self.inner.events.rt_dropped()
     }
 
+    /// Registers the observer told about every connect, disconnect, join and leave
+    /// (replacing any earlier one); see [`MembershipObserver`].
+    pub fn set_membership_observer(&self, observer: Arc<dyn MembershipObserver>) {
+        self.inner.events.set_membership_observer(observer);
+    }
+
     // ---- connections ----------------------------------------------------------------
 
     /// Asks the `connect` hook whether a connection may be accepted. The server calls
@@ -368,6 +376,9 @@ impl Hub {
             }
             Mode::Echo => {}
         }
+        self.inner
+            .events
+            .membership(Membership::Connected { conn: &conn });
         if self.inner.events.wanted() {
             self.inner.events.emit(HubEvent::Connected {
                 connection_id: conn.id().to_owned(),
@@ -407,6 +418,9 @@ impl Hub {
             self.remove_member(&room, conn).await;
         }
         self.playback_disconnected(conn).await;
+        self.inner
+            .events
+            .membership(Membership::Disconnected { conn });
         if let Some(h) = self.hook(HookSet::CLOSE) {
             h.on_close(conn, code, reason).await;
         }
@@ -624,7 +638,16 @@ impl Hub {
         let (members, durable) = {
             let mut st = room.lock();
             st.closed = true;
-            (std::mem::take(&mut st.members), st.durable)
+            let members = std::mem::take(&mut st.members);
+            let n = members.len();
+            for (i, m) in members.values().enumerate() {
+                self.inner.events.membership(Membership::Left {
+                    conn: &m.conn,
+                    room: id,
+                    last: i + 1 == n,
+                });
+            }
+            (members, st.durable)
         };
         let notice = Payload::Msg(SharedFrame::new(ServerMessage::Closed {
             room: Some(id.to_owned()),
@@ -731,7 +754,15 @@ impl Hub {
             };
             let member = entry.member();
             let first_here = st.members.is_empty();
-            st.members.insert(conn.id_arc().clone(), entry);
+            if st.members.insert(conn.id_arc().clone(), entry).is_none() {
+                // Told under the lock: the observer sees this room's joins and leaves
+                // in the order they happen.
+                self.inner.events.membership(Membership::Joined {
+                    conn,
+                    room: room_id,
+                    first: first_here,
+                });
+            }
             st.empty_since = None;
             if !already && st.members.len() <= conn.endpoint().presence_events_max_members {
                 let notice = Payload::Msg(SharedFrame::new(ServerMessage::PresenceJoin {
@@ -820,6 +851,11 @@ impl Hub {
             let Some(entry) = st.members.remove(conn.id()) else {
                 return false;
             };
+            self.inner.events.membership(Membership::Left {
+                conn,
+                room: room_id,
+                last: st.members.is_empty(),
+            });
             let quiet = st.members.len() >= conn.endpoint().presence_events_max_members;
             let notice = Payload::Msg(SharedFrame::new(ServerMessage::PresenceLeave {
                 room: room_id.to_owned(),

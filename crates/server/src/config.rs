@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_hub::{EndpointRules, EventSet, HubConfig, Mode, SlowConsumer};
 
+use crate::webhooks::SyncHook;
+
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +57,8 @@ pub struct FileConfig {
     pub discovery: Option<DiscoveryConfig>,
     #[serde(default)]
     pub endpoint: Vec<EndpointConfig>,
+    /// Lifecycle webhooks (docs/webhooks.md).
+    pub webhooks: Option<crate::webhooks::WebhooksTable>,
 }
 
 /// `[discovery]`: answering LAN discovery probes.
@@ -96,7 +100,8 @@ pub struct EndpointConfig {
     pub accepts_per_second: Option<u32>,
     pub auth: Option<toml::Table>,
     pub rate_limit: Option<toml::Table>,
-    pub hooks: Option<toml::Table>,
+    /// Synchronous webhooks (docs/webhooks.md).
+    pub hooks: Option<crate::webhooks::HooksTable>,
 }
 
 /// What the command line and environment set; `None` means "not given".
@@ -118,6 +123,8 @@ pub struct Endpoint {
     pub allowed_origins: Vec<String>,
     pub require_origin: bool,
     pub accepts_per_second: u32,
+    /// Synchronous webhooks of this endpoint.
+    pub hooks: Option<crate::webhooks::EndpointHooks>,
 }
 
 /// The merged, checked configuration.
@@ -133,6 +140,8 @@ pub struct Config {
     pub hub: HubConfig,
     pub discovery: DiscoveryConfig,
     pub endpoints: Vec<Endpoint>,
+    /// Lifecycle webhooks, when `[webhooks]` is set.
+    pub webhooks: Option<Arc<crate::webhooks::LifecycleSettings>>,
 }
 
 impl Config {
@@ -201,6 +210,7 @@ impl Config {
                 allowed_origins: Vec::new(),
                 require_origin: false,
                 accepts_per_second: 0,
+                hooks: None,
             });
         }
         for (i, a) in endpoints.iter().enumerate() {
@@ -225,6 +235,12 @@ impl Config {
             hub,
             discovery: file.discovery.unwrap_or_default(),
             endpoints,
+            webhooks: file
+                .webhooks
+                .map(crate::webhooks::LifecycleSettings::from_table)
+                .transpose()
+                .map_err(|e| invalid(format!("webhooks.{}", e.key), e.message))?
+                .map(Arc::new),
         })
     }
 }
@@ -256,7 +272,6 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     // a deployment that asks for auth must never run without it.
     for (name, set) in [
         ("auth", e.auth.is_some()),
-        ("hooks", e.hooks.is_some()),
         ("rate_limit", e.rate_limit.is_some()),
         ("compression", e.compression == Some(true)),
     ] {
@@ -334,11 +349,31 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
             ));
         }
     }
+    let hooks = e
+        .hooks
+        .map(crate::webhooks::EndpointHooks::from_table)
+        .transpose()
+        .map_err(|err| match err.key {
+            "hooks" => invalid(key("hooks"), err.message),
+            k => invalid(key(&format!("hooks.{k}")), err.message),
+        })?;
+    if r.mode != Mode::Protocol
+        && let Some(h) = &hooks
+        && let Some(hook) = [SyncHook::Join, SyncHook::Publish, SyncHook::Direct]
+            .into_iter()
+            .find(|k| h.url(*k).is_some())
+    {
+        return Err(invalid(
+            key(&format!("hooks.{}", hook.as_str())),
+            "raw and echo endpoints have no joins, publishes or directs; only the connect and close hooks apply",
+        ));
+    }
     Ok(Endpoint {
         rules: Arc::new(r),
         allowed_origins: e.allowed_origins,
         require_origin: e.require_origin,
         accepts_per_second: e.accepts_per_second.unwrap_or(0),
+        hooks,
     })
 }
 

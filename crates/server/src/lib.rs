@@ -16,6 +16,7 @@ pub mod origin;
 pub mod server;
 pub mod transport;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::{Config, Overrides};

@@ -72,6 +72,12 @@ impl Metrics {
         })
     }
 
+    /// Runs `f` with this registry as the recorder: metric handles it creates
+    /// (`metrics::counter!` and the like) record here from then on.
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
     /// Copies the hub's figures into the registry and renders Prometheus text.
     pub fn render(&self, hub: &Hub) -> String {
         let snap = hub.snapshot();

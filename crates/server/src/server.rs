@@ -19,11 +19,14 @@ use tower_service::Service;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::web;
+use crate::webhooks::Webhooks;
+use crate::webhooks::metrics::WebhookMetrics;
 use crate::ws::{self, EndpointState, RemoteAddr};
 
-/// The HTTP router: endpoints, REST API, health, web pages.
-pub fn router(hub: &Hub, config: &Config) -> Router {
+/// The HTTP router: endpoints, REST API, health, web pages; `/metrics` renders `metrics`.
+pub fn router(hub: &Hub, config: &Config, metrics: Arc<Metrics>) -> Router {
     let mut app = Router::new();
     for ep in &config.endpoints {
         let state = EndpointState::new(ep.clone());
@@ -48,21 +51,14 @@ pub fn router(hub: &Hub, config: &Config) -> Router {
     .route("/healthz", get(api::healthz))
     .route(
         "/metrics",
-        get(crate::metrics::handler).with_state((
-            hub.clone(),
-            crate::metrics::Metrics::install(
-                hub,
-                config
-                    .endpoints
-                    .iter()
-                    .map(|e| e.rules.path.clone())
-                    .collect(),
-            ),
-        )),
+        get(crate::metrics::handler).with_state((hub.clone(), metrics)),
     )
     .route("/readyz", get(api::readyz).with_state(hub.clone()))
     .merge(web::router(default_ws))
 }
+
+/// How long queued lifecycle webhooks may take to go out at shutdown.
+const WEBHOOK_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running server: its address and a way to stop it.
 pub struct Running {
@@ -94,7 +90,26 @@ impl Running {
 pub async fn serve(hub: Hub, config: Arc<Config>) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(&hub, &config);
+    let metrics = Metrics::install(
+        &hub,
+        config
+            .endpoints
+            .iter()
+            .map(|e| e.rules.path.clone())
+            .collect(),
+    );
+    let webhooks = Webhooks::install(
+        &hub,
+        config
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.rules.path.clone(), e.hooks.clone()?)))
+            .collect(),
+        config.webhooks.clone(),
+        metrics.scope(WebhookMetrics::register),
+    )
+    .map_err(std::io::Error::other)?;
+    let app = router(&hub, &config, metrics);
     let (tx, mut rx) = watch::channel(false);
     let maintenance = hub.spawn_maintenance();
     let task = tokio::spawn(async move {
@@ -142,6 +157,9 @@ pub async fn serve(hub: Hub, config: Arc<Config>) -> std::io::Result<Running> {
                 "connections still open at exit"
             );
         }
+        // Room-vacated and member-left events of the closed connections, bounded so
+        // that the process still exits promptly when the receiver is down.
+        webhooks.shutdown(WEBHOOK_FLUSH).await;
         maintenance.abort();
     });
     Ok(Running {
