@@ -34,6 +34,7 @@ use crate::api_types::{
     Joined, Left, ParamBody, PlayerList, Presence, PublishRequest, Published, RoomBody, RoomList,
     SessionBody, SessionList, Status,
 };
+use crate::json_body::JsonBody;
 use crate::ws::RemoteAddr;
 
 /// What the API handlers share.
@@ -247,9 +248,8 @@ async fn list_rooms(State(s): State<ApiState>) -> ApiResult {
 )]
 async fn create_room(
     State(s): State<ApiState>,
-    body: Result<Json<RoomSpec>, JsonRejection>,
+    JsonBody(mut spec): JsonBody<RoomSpec>,
 ) -> ApiResult {
-    let Json(mut spec) = body?;
     if let Some(id) = &spec.id
         && s.hub.room_info(id).is_some()
     {
@@ -323,9 +323,8 @@ async fn delete_room(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
 async fn publish(
     State(s): State<ApiState>,
     Id(id): Id,
-    body: Result<Json<PublishRequest>, JsonRejection>,
+    JsonBody(b): JsonBody<PublishRequest>,
 ) -> ApiResult {
-    let Json(b) = body?;
     let offset = s.hub.publish(&id, b.data, &b.except).await?;
     ok(Published { offset })
 }
@@ -420,9 +419,8 @@ async fn presence(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
 async fn join(
     State(s): State<ApiState>,
     Id(id): Id,
-    body: Result<Json<ConnectionRef>, JsonRejection>,
+    JsonBody(b): JsonBody<ConnectionRef>,
 ) -> ApiResult {
-    let Json(b) = body?;
     s.hub.join(&b.connection_id, &id).await?;
     ok(Joined { joined: true })
 }
@@ -443,9 +441,8 @@ async fn join(
 async fn leave(
     State(s): State<ApiState>,
     Id(id): Id,
-    body: Result<Json<ConnectionRef>, JsonRejection>,
+    JsonBody(b): JsonBody<ConnectionRef>,
 ) -> ApiResult {
-    let Json(b) = body?;
     s.hub.leave(&b.connection_id, &id).await?;
     ok(Left { left: true })
 }
@@ -467,9 +464,8 @@ async fn leave(
 async fn set_param(
     State(s): State<ApiState>,
     Id(id): Id,
-    body: Result<Json<ParamSpec>, JsonRejection>,
+    JsonBody(spec): JsonBody<ParamSpec>,
 ) -> ApiResult {
-    let Json(spec) = body?;
     let param = s.hub.set_param(&id, spec).await?;
     ok(ParamBody { param })
 }
@@ -487,9 +483,8 @@ async fn set_param(
 )]
 async fn broadcast(
     State(s): State<ApiState>,
-    body: Result<Json<BroadcastRequest>, JsonRejection>,
+    JsonBody(b): JsonBody<BroadcastRequest>,
 ) -> ApiResult {
-    let Json(b) = body?;
     let name = b.name.unwrap_or_else(|| "broadcast".into());
     let sent = s.hub.broadcast(&name, b.data, &b.except);
     ok(BroadcastSent { sent })
@@ -567,9 +562,8 @@ async fn connection_rooms(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
 async fn send_direct(
     State(s): State<ApiState>,
     Id(id): Id,
-    body: Result<Json<DirectRequest>, JsonRejection>,
+    JsonBody(b): JsonBody<DirectRequest>,
 ) -> ApiResult {
-    let Json(b) = body?;
     s.hub.send(&id, b.data)?;
     ok(DirectSent { sent: true })
 }
@@ -653,10 +647,9 @@ async fn list_sessions(State(s): State<ApiState>, q: Profile) -> ApiResult {
 async fn create_session(
     State(s): State<ApiState>,
     q: Profile,
-    body: Result<Json<NewSession>, JsonRejection>,
+    JsonBody(new): JsonBody<NewSession>,
 ) -> ApiResult {
     let q = profile(q)?;
-    let Json(new) = body?;
     let session = s.hub.create_session(q.name(), new).await?;
     created(SessionBody { session })
 }
@@ -762,10 +755,9 @@ async fn list_zones(State(s): State<ApiState>, q: Profile) -> ApiResult {
 async fn create_zone(
     State(s): State<ApiState>,
     q: Profile,
-    body: Result<Json<NewAudioZone>, JsonRejection>,
+    JsonBody(new): JsonBody<NewAudioZone>,
 ) -> ApiResult {
     let q = profile(q)?;
-    let Json(new) = body?;
     let audio_zone = s.hub.create_audio_zone(q.name(), new).await?;
     created(AudioZoneBody { audio_zone })
 }

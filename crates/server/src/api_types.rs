@@ -54,9 +54,8 @@ pub struct PublishRequest {
 /// `POST /api/broadcast`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BroadcastRequest {
-    /// The event's name; `broadcast` when absent.
+    /// The event's name; `broadcast` when absent or `null`.
     #[serde(default)]
-    #[schema(nullable = false)]
     pub name: Option<String>,
     /// Any JSON value; delivered as the event's `data`.
     #[serde(deserialize_with = "present")]

@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_types;
 pub mod cli;
 pub mod config;
+pub mod json_body;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

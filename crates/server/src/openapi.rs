@@ -180,8 +180,9 @@ fn metrics_path() -> Value {
     })
 }
 
-/// Unsigned integers (`minimum: 0`) get their real upper bound, `u64::MAX`: a larger
-/// number does not fit the field and is refused with a 400, so the document says so.
+/// Unsigned integers (`minimum` of 0 or more) get their real upper bound, `u64::MAX`: a larger
+/// number does not fit the field and is refused with a 400, so the document says so. Their
+/// format becomes `uint64` (the whole u64 range is accepted, beyond `int64`'s).
 fn bound_unsigned(schema: &mut Value) {
     match schema {
         Value::Object(m) => {
@@ -191,10 +192,14 @@ fn bound_unsigned(schema: &mut Value) {
                 _ => false,
             };
             if integer
-                && m.get("minimum").and_then(Value::as_f64) == Some(0.0)
+                && m.get("minimum").and_then(Value::as_f64).is_some_and(|v| v >= 0.0)
                 && !m.contains_key("maximum")
             {
                 m.insert("maximum".into(), json!(u64::MAX));
+                // utoipa spells u64 as `int64`, whose range stops at i64::MAX.
+                if m.get("format").is_some_and(|f| f == "int64") {
+                    m.insert("format".into(), json!("uint64"));
+                }
             }
             for v in m.values_mut() {
                 bound_unsigned(v);

@@ -49,7 +49,7 @@ pub fn parse(body: Value) -> Result<SessionChanges, String> {
     if fields.is_empty() {
         return Err("nothing to change: give at least one field".into());
     }
-    serde_json::from_value(body).map_err(|e| e.to_string())
+    crate::json_body::read(body)
 }
 
 #[cfg(test)]
