@@ -50,7 +50,10 @@ pub struct NewSession {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionChanges {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 256, pattern = "^[^\\x00]*$", nullable = false))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 256, pattern = "^[^\\x00]*$", nullable = false)
+    )]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
@@ -59,13 +62,19 @@ pub struct SessionChanges {
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub playing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64, nullable = false))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(maximum = 9223372036854775807_u64, nullable = false)
+    )]
     pub position: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0.0, nullable = false))]
     pub seek: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0, nullable = false))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0.0, maximum = 1.0, nullable = false)
+    )]
     pub volume: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, nullable = false))]
@@ -124,7 +133,10 @@ pub struct RegisteredConnection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewAudioZone {
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$")
+    )]
     pub name: String,
     #[serde(default)]
     pub players: Vec<u64>,

@@ -29,10 +29,10 @@ use switchboard_protocol::ErrorCode;
 use switchboard_protocol::playback::{NewAudioZone, NewSession, SessionChanges};
 
 use crate::api_types::{
-    AudioZoneBody, AudioZoneList, BroadcastRequest, BroadcastSent, ConnectionBody,
-    ConnectionList, ConnectionRef, DirectRequest, DirectSent, ErrorBody, ErrorDetail, History,
-    Joined, Left, ParamBody, PlayerList, Presence, PublishRequest, Published, RoomBody, RoomList,
-    SessionBody, SessionList, Status,
+    AudioZoneBody, AudioZoneList, BroadcastRequest, BroadcastSent, ConnectionBody, ConnectionList,
+    ConnectionRef, DirectRequest, DirectSent, ErrorBody, ErrorDetail, History, Joined, Left,
+    ParamBody, PlayerList, Presence, PublishRequest, Published, RoomBody, RoomList, SessionBody,
+    SessionList, Status,
 };
 use crate::json_body::JsonBody;
 use crate::ws::RemoteAddr;
@@ -126,7 +126,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(id)| Id(id))
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, e.body_text()))
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    e.body_text(),
+                )
+            })
     }
 }
 

@@ -103,7 +103,8 @@ mod tests {
 
     #[test]
     fn whole_floats_are_integers_outside_free_form_fields() {
-        let b: Body = read(json!({"n": 3.0, "list": [1.0, 2], "x": 2.0, "data": {"v": 2.0}})).unwrap();
+        let b: Body =
+            read(json!({"n": 3.0, "list": [1.0, 2], "x": 2.0, "data": {"v": 2.0}})).unwrap();
         assert_eq!((b.n, b.list, b.x), (3, vec![1, 2], Some(2.0)));
         assert!(b.data["v"].is_f64(), "data is passed on as sent");
     }

@@ -147,9 +147,9 @@ fn api_operation_rules(op: &mut Map<String, Value>) {
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
-    responses
-        .entry("401")
-        .or_insert_with(|| error_response("An API token is configured and this one is missing or wrong"));
+    responses.entry("401").or_insert_with(|| {
+        error_response("An API token is configured and this one is missing or wrong")
+    });
     responses.entry("403").or_insert_with(|| {
         error_response("No API token is configured and the peer is not on loopback")
     });
@@ -192,7 +192,9 @@ fn bound_unsigned(schema: &mut Value) {
                 _ => false,
             };
             if integer
-                && m.get("minimum").and_then(Value::as_f64).is_some_and(|v| v >= 0.0)
+                && m.get("minimum")
+                    .and_then(Value::as_f64)
+                    .is_some_and(|v| v >= 0.0)
                 && !m.contains_key("maximum")
             {
                 m.insert("maximum".into(), json!(u64::MAX));
@@ -336,7 +338,8 @@ mod tests {
             match v {
                 Value::Object(m) => {
                     if m.get("minimum").and_then(Value::as_f64) == Some(0.0)
-                        && m.get("type").is_some_and(|t| t.to_string().contains("integer"))
+                        && m.get("type")
+                            .is_some_and(|t| t.to_string().contains("integer"))
                     {
                         assert!(m.contains_key("maximum"), "unbounded in {text}");
                     }
