@@ -65,12 +65,16 @@ pub struct Connection {
 
 /// A connection's public description (REST `connection` object).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionInfo {
     pub connection_id: String,
     pub client_id: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub name: Option<String>,
     pub path: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub remote_addr: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub meta: Map,
     pub rooms: Vec<String>,
     pub created_at: i64,

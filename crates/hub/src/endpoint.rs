@@ -25,6 +25,7 @@ pub enum Mode {
 
 /// What happens to a connection whose outbound queue is full (per room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SlowConsumer {
     /// Close the connection with 4008.

@@ -603,7 +603,10 @@ impl Hub {
             description: spec.description.unwrap_or_default(),
             code,
             meta: spec.meta.unwrap_or_default(),
-            expires_at: ttl.map(|t| fresh.created_at.saturating_add(t.as_millis() as i64)),
+            expires_at: ttl.map(|t| {
+                let ms = i64::try_from(t.as_millis()).unwrap_or(i64::MAX);
+                fresh.created_at.saturating_add(ms)
+            }),
             durable: spec.durable.unwrap_or(false),
             params,
             ..fresh

@@ -16,9 +16,11 @@ use crate::frame::SharedFrame;
 
 /// What a room is created with (REST `POST /api/rooms`, [`crate::Hub::create_room`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct RoomSpec {
     /// Room id; generated when absent.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_:.-]{1,128}$"))]
     pub id: Option<String>,
     pub name: Option<String>,
     pub description: Option<String>,
@@ -31,6 +33,7 @@ pub struct RoomSpec {
     /// Seconds a message stays in history (0 = until pushed out by newer ones).
     pub history_ttl_s: Option<u64>,
     pub durable: Option<bool>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub meta: Option<Map>,
     pub params: Option<Vec<ParamSpec>>,
     /// Slow-consumer policy for this room (defaults to the endpoint's).
@@ -39,6 +42,7 @@ pub struct RoomSpec {
 
 /// A room code request: generate one, or use the given digits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum CodeSpec {
     Generate(bool),
@@ -47,7 +51,9 @@ pub enum CodeSpec {
 
 /// A parameter definition: its range and initial value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParamSpec {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub name: String,
     pub value: f64,
     #[serde(default)]
@@ -58,6 +64,7 @@ pub struct ParamSpec {
 
 /// A room's public description (PROTOCOL §7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomInfo {
     pub id: String,
     pub name: String,
@@ -65,6 +72,7 @@ pub struct RoomInfo {
     pub max_connections: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub meta: Map,
     pub created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +81,7 @@ pub struct RoomInfo {
     pub history_size: usize,
     /// Seconds a message stays in history; 0 = no age limit.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub history_ttl_s: u64,
     pub durable: bool,
     pub params: Vec<ParamState>,

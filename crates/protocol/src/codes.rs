@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The `code` of an `error` message. An error never closes the connection by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// Malformed frame, unknown `type`, missing or mistyped field, value out of range.

@@ -12,22 +12,27 @@ use crate::{ErrorCode, Map, RequestId};
 
 /// A room member as shown in `joined`, `presence` and presence events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub client_id: String,
     pub connection_id: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub meta: Map,
     pub joined_at: i64,
 }
 
 /// One message of a room, as delivered live, recovered or read from history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomMessage {
     pub room: String,
     pub data: Value,
     /// The sender's client id, or `"server"`.
     pub from: String,
     /// The sending connection, `null` for messages from the server.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub connection_id: Option<String>,
     pub offset: u64,
     pub ts: i64,
@@ -35,6 +40,7 @@ pub struct RoomMessage {
 
 /// A room parameter with its range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParamState {
     pub name: String,
     pub value: f64,

@@ -5,22 +5,36 @@
 //! code path. Errors use one shape, `{"error":{"code","message"}}`, with the status
 //! derived from the code. Access: a bearer token when `api_token` is configured,
 //! otherwise loopback peers only.
+//!
+//! Each handler carries its OpenAPI description (`#[utoipa::path]`) and is mounted with
+//! `routes!`, so a route cannot exist without its entry in `GET /api/openapi.json`
+//! ([`crate::openapi`] assembles the document; [`crate::api_types`] holds the bodies).
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use switchboard_hub::{EndpointRules, Hub, HubError, ParamSpec, RoomSpec};
 use switchboard_protocol::ErrorCode;
 use switchboard_protocol::playback::{NewAudioZone, NewSession, SessionChanges};
 
+use crate::api_types::{
+    AudioZoneBody, AudioZoneList, BroadcastRequest, BroadcastSent, ConnectionBody, ConnectionList,
+    ConnectionRef, DirectRequest, DirectSent, ErrorBody, ErrorDetail, History, Joined, Left,
+    ParamBody, PlayerList, Presence, PublishRequest, Published, RoomBody, RoomList, SessionBody,
+    SessionList, Status,
+};
+use crate::json_body::JsonBody;
 use crate::ws::RemoteAddr;
 
 /// What the API handlers share.
@@ -34,11 +48,13 @@ pub struct ApiState {
 
 /// The error body every refusal uses.
 pub fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code.as_str(), "message": message}})),
-    )
-        .into_response()
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message: message.to_owned(),
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A failed API call.
@@ -58,6 +74,19 @@ impl From<HubError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        // A body that is not JSON at all keeps its own status (415 without a JSON content
+        // type, 413 over the size limit); malformed or mistyped JSON is a 400 like every
+        // other validation error.
+        let status = match e.status() {
+            s @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE) => s,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, ErrorCode::BadRequest, e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
         ApiError(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
@@ -78,38 +107,63 @@ fn not_found(what: String) -> ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn ok(v: Value) -> ApiResult {
+fn ok<T: serde::Serialize>(v: T) -> ApiResult {
     Ok(Json(v).into_response())
+}
+
+fn created<T: serde::Serialize>(v: T) -> ApiResult {
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// The `{id}` of a path. A segment that does not decode (invalid UTF-8 after
+/// percent-decoding) is a 400 in the API's error shape rather than axum's plain text.
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Id(id))
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    e.body_text(),
+                )
+            })
+    }
+}
+
+/// The `/api` routes with their OpenAPI descriptions. [`router`] serves them;
+/// [`crate::openapi::document`] describes them.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_rooms, create_room))
+        .routes(routes!(get_room, delete_room))
+        .routes(routes!(publish))
+        .routes(routes!(history))
+        .routes(routes!(presence))
+        .routes(routes!(join))
+        .routes(routes!(leave))
+        .routes(routes!(set_param))
+        .routes(routes!(broadcast))
+        .routes(routes!(list_connections))
+        .routes(routes!(get_connection, disconnect))
+        .routes(routes!(connection_rooms))
+        .routes(routes!(send_direct))
+        .routes(routes!(list_sessions, create_session))
+        .routes(routes!(get_session, update_session, delete_session))
+        .routes(routes!(list_zones, create_zone))
+        .routes(routes!(list_players))
+        .routes(routes!(openapi_json))
 }
 
 /// The `/api` routes, guarded by [`guard`].
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/rooms", get(list_rooms).post(create_room))
-        .route("/api/rooms/{id}", get(get_room).delete(delete_room))
-        .route("/api/rooms/{id}/messages", post(publish))
-        .route("/api/rooms/{id}/history", get(history))
-        .route("/api/rooms/{id}/presence", get(presence))
-        .route("/api/rooms/{id}/join", post(join))
-        .route("/api/rooms/{id}/leave", post(leave))
-        .route("/api/rooms/{id}/params", post(set_param))
-        .route("/api/broadcast", post(broadcast))
-        .route("/api/connections", get(list_connections))
-        .route(
-            "/api/connections/{id}",
-            get(get_connection).delete(disconnect),
-        )
-        .route("/api/connections/{id}/rooms", get(connection_rooms))
-        .route("/api/connections/{id}/messages", post(send_direct))
-        .route("/api/sessions", get(list_sessions).post(create_session))
-        .route(
-            "/api/sessions/{id}",
-            get(get_session)
-                .patch(update_session)
-                .delete(delete_session),
-        )
-        .route("/api/audio-zones", get(list_zones).post(create_zone))
-        .route("/api/players", get(list_players))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -119,6 +173,22 @@ pub fn router(state: ApiState) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// `GET /api/openapi.json`: the OpenAPI 3.1 document of this API. It is under the same
+/// access rule as the rest of `/api` (PROTOCOL §11: the token guards `/api/*`).
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", body = Object)),
+)]
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
 }
 
 /// Bearer token when configured; otherwise loopback peers only.
@@ -155,16 +225,46 @@ async fn guard(State(s): State<ApiState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/rooms",
+    tag = "rooms",
+    responses((status = 200, description = "Every room, sorted by id", body = RoomList)),
+)]
 async fn list_rooms(State(s): State<ApiState>) -> ApiResult {
     let rooms = s.hub.rooms();
-    ok(json!({"count": rooms.len(), "rooms": rooms}))
+    ok(RoomList {
+        count: rooms.len(),
+        rooms,
+    })
 }
 
+/// Creates a room. Absent limits take the default endpoint's values; a `code` of `true`
+/// generates one.
+#[utoipa::path(
+    post,
+    path = "/api/rooms",
+    tag = "rooms",
+    request_body = RoomSpec,
+    responses(
+        (status = 201, description = "The new room", body = RoomBody),
+        (status = 400, description = "Invalid room id, code, parameter or body", body = ErrorBody),
+        (status = 409, description = "A room with this id already exists", body = ErrorBody),
+    ),
+)]
 async fn create_room(
     State(s): State<ApiState>,
-    body: Result<Json<RoomSpec>, JsonRejection>,
+    JsonBody(mut spec): JsonBody<RoomSpec>,
 ) -> ApiResult {
-    let Json(mut spec) = body?;
+    if let Some(id) = &spec.id
+        && s.hub.room_info(id).is_some()
+    {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            ErrorCode::BadRequest,
+            format!("room `{id}` already exists"),
+        ));
+    }
     spec.max_connections = spec
         .max_connections
         .or(Some(s.room_defaults.room_max_connections));
@@ -174,59 +274,98 @@ async fn create_room(
         .or(Some(s.room_defaults.history_ttl.as_secs()));
     spec.slow_consumer = spec.slow_consumer.or(Some(s.room_defaults.slow_consumer));
     let room = s.hub.create_room(spec).await?;
-    Ok((StatusCode::CREATED, Json(json!({"room": room}))).into_response())
+    created(RoomBody { room })
 }
 
-async fn get_room(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{id}",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    responses(
+        (status = 200, description = "The room", body = RoomBody),
+        (status = 400, description = "The path does not decode", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ),
+)]
+async fn get_room(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     let room = s
         .hub
         .room_info(&id)
         .ok_or_else(|| not_found(format!("no room `{id}`")))?;
-    ok(json!({"room": room}))
+    ok(RoomBody { room })
 }
 
-async fn delete_room(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+/// Closes a room: its members get `closed`.
+#[utoipa::path(
+    delete,
+    path = "/api/rooms/{id}",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 400, description = "The path does not decode", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ),
+)]
+async fn delete_room(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     s.hub.close_room(&id, "closed").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct DataBody {
-    data: Value,
-    #[serde(default)]
-    except: Vec<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
+/// Publishes to a room as the server (`from: "server"`, `connection_id: null`).
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{id}/messages",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Published; the message's offset", body = Published),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ),
+)]
 async fn publish(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Result<Json<DataBody>, JsonRejection>,
+    Id(id): Id,
+    JsonBody(b): JsonBody<PublishRequest>,
 ) -> ApiResult {
-    let Json(b) = body?;
     let offset = s.hub.publish(&id, b.data, &b.except).await?;
-    ok(json!({"offset": offset}))
+    ok(Published { offset })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// Only messages with a greater offset; absent: the newest `limit` messages.
     since: Option<u64>,
+    /// At most this many messages (default 100; values over 1000 read as 1000).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
+/// A room's history, oldest first (PROTOCOL §11).
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{id}/history",
+    tag = "rooms",
+    params(
+        ("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$"),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "The messages", body = History),
+        (status = 400, description = "Invalid `since` or `limit`", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ),
+)]
 async fn history(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Id(id): Id,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = q.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            e.body_text(),
-        )
-    })?;
+    let Query(q) = q?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 {
         return Err(ApiError(
@@ -239,100 +378,223 @@ async fn history(
         .hub
         .history(&id, q.since, limit.min(1000))
         .ok_or_else(|| not_found(format!("no room `{id}`")))?;
-    ok(json!({"epoch": epoch, "offset": offset, "messages": messages}))
+    ok(History {
+        epoch,
+        offset,
+        messages,
+    })
 }
 
-async fn presence(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{id}/presence",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    responses(
+        (status = 200, description = "The room's members", body = Presence),
+        (status = 400, description = "The path does not decode", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ),
+)]
+async fn presence(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     let members = s
         .hub
         .members(&id)
         .ok_or_else(|| not_found(format!("no room `{id}`")))?;
-    ok(json!({"count": members.len(), "members": members}))
+    ok(Presence {
+        count: members.len(),
+        members,
+    })
 }
 
-#[derive(Deserialize)]
-struct ConnBody {
-    connection_id: String,
-}
-
+/// Joins a connection to an existing room: it gets `joined`, the others `presence_join`.
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{id}/join",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    request_body = ConnectionRef,
+    responses(
+        (status = 200, description = "Joined", body = Joined),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 403, description = "The connection is in too many rooms, or a hook refused", body = ErrorBody),
+        (status = 404, description = "No such room or connection", body = ErrorBody),
+        (status = 409, description = "The room is full", body = ErrorBody),
+    ),
+)]
 async fn join(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Result<Json<ConnBody>, JsonRejection>,
+    Id(id): Id,
+    JsonBody(b): JsonBody<ConnectionRef>,
 ) -> ApiResult {
-    let Json(b) = body?;
     s.hub.join(&b.connection_id, &id).await?;
-    ok(json!({"joined": true}))
+    ok(Joined { joined: true })
 }
 
+/// Takes a connection out of a room: it gets `left`, the others `presence_leave`.
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{id}/leave",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    request_body = ConnectionRef,
+    responses(
+        (status = 200, description = "Left", body = Left),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 404, description = "No such room or connection, or the connection is not in the room", body = ErrorBody),
+    ),
+)]
 async fn leave(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Result<Json<ConnBody>, JsonRejection>,
+    Id(id): Id,
+    JsonBody(b): JsonBody<ConnectionRef>,
 ) -> ApiResult {
-    let Json(b) = body?;
     s.hub.leave(&b.connection_id, &id).await?;
-    ok(json!({"left": true}))
+    ok(Left { left: true })
 }
 
+/// Defines a parameter or sets its value (and range); members get `update`. The value
+/// must lie within `[min, max]` (default `[0, 1]`, or the parameter's current range).
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{id}/params",
+    tag = "rooms",
+    params(("id" = String, Path, description = "Room id", pattern = "^[A-Za-z0-9_:.-]{1,128}$")),
+    request_body = ParamSpec,
+    responses(
+        (status = 200, description = "The parameter as it now is", body = ParamBody),
+        (status = 400, description = "Invalid body, or the value is outside the range", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ),
+)]
 async fn set_param(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Result<Json<ParamSpec>, JsonRejection>,
+    Id(id): Id,
+    JsonBody(spec): JsonBody<ParamSpec>,
 ) -> ApiResult {
-    let Json(spec) = body?;
     let param = s.hub.set_param(&id, spec).await?;
-    ok(json!({"param": param}))
+    ok(ParamBody { param })
 }
 
+/// Sends `event {name, data}` to every connection but those in `except`.
+#[utoipa::path(
+    post,
+    path = "/api/broadcast",
+    tag = "connections",
+    request_body = BroadcastRequest,
+    responses(
+        (status = 200, description = "How many connections it was queued for", body = BroadcastSent),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+    ),
+)]
 async fn broadcast(
     State(s): State<ApiState>,
-    body: Result<Json<DataBody>, JsonRejection>,
+    JsonBody(b): JsonBody<BroadcastRequest>,
 ) -> ApiResult {
-    let Json(b) = body?;
     let name = b.name.unwrap_or_else(|| "broadcast".into());
     let sent = s.hub.broadcast(&name, b.data, &b.except);
-    ok(json!({"sent": sent}))
+    ok(BroadcastSent { sent })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/connections",
+    tag = "connections",
+    responses((status = 200, description = "Every connection", body = ConnectionList)),
+)]
 async fn list_connections(State(s): State<ApiState>) -> ApiResult {
-    let conns = s.hub.connections();
-    ok(json!({"count": conns.len(), "connections": conns}))
+    let connections = s.hub.connections();
+    ok(ConnectionList {
+        count: connections.len(),
+        connections,
+    })
 }
 
-async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let c = s
+#[utoipa::path(
+    get,
+    path = "/api/connections/{id}",
+    tag = "connections",
+    params(("id" = String, Path, description = "Connection id")),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionBody),
+        (status = 400, description = "The path does not decode", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    ),
+)]
+async fn get_connection(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
+    let connection = s
         .hub
         .client_info(&id)
         .ok_or_else(|| not_found(format!("no connection `{id}`")))?;
-    ok(json!({"connection": c}))
+    ok(ConnectionBody { connection })
 }
 
-async fn connection_rooms(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+/// The rooms a connection is in, as room objects.
+#[utoipa::path(
+    get,
+    path = "/api/connections/{id}/rooms",
+    tag = "connections",
+    params(("id" = String, Path, description = "Connection id")),
+    responses(
+        (status = 200, description = "The connection's rooms", body = RoomList),
+        (status = 400, description = "The path does not decode", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    ),
+)]
+async fn connection_rooms(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     let rooms = s
         .hub
         .user_rooms(&id)
         .ok_or_else(|| not_found(format!("no connection `{id}`")))?;
-    ok(json!({"count": rooms.len(), "rooms": rooms}))
+    ok(RoomList {
+        count: rooms.len(),
+        rooms,
+    })
 }
 
+/// Sends the connection `direct {from: "server", connection_id: null, data}`.
+#[utoipa::path(
+    post,
+    path = "/api/connections/{id}/messages",
+    tag = "connections",
+    params(("id" = String, Path, description = "Connection id")),
+    request_body = DirectRequest,
+    responses(
+        (status = 200, description = "Queued for the connection", body = DirectSent),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    ),
+)]
 async fn send_direct(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Result<Json<DataBody>, JsonRejection>,
+    Id(id): Id,
+    JsonBody(b): JsonBody<DirectRequest>,
 ) -> ApiResult {
-    let Json(b) = body?;
     s.hub.send(&id, b.data)?;
-    ok(json!({"sent": true}))
+    ok(DirectSent { sent: true })
 }
 
-async fn disconnect(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+/// Disconnects a connection (close 1000).
+#[utoipa::path(
+    delete,
+    path = "/api/connections/{id}",
+    tag = "connections",
+    params(("id" = String, Path, description = "Connection id")),
+    responses(
+        (status = 204, description = "Disconnected"),
+        (status = 400, description = "The path does not decode", body = ErrorBody),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    ),
+)]
+async fn disconnect(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     s.hub.disconnect(&id, 1000, "disconnected by the server")?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ProfileQuery {
+    /// The playback profile; `default` when absent or empty.
     profile: Option<String>,
 }
 
@@ -345,16 +607,10 @@ impl ProfileQuery {
     }
 }
 
-type Profile = Result<Query<ProfileQuery>, axum::extract::rejection::QueryRejection>;
+type Profile = Result<Query<ProfileQuery>, QueryRejection>;
 
 fn profile(q: Profile) -> Result<ProfileQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            e.body_text(),
-        )
-    })
+    Ok(q?.0)
 }
 
 fn session_id(id: &str) -> Result<u64, ApiError> {
@@ -362,90 +618,207 @@ fn session_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| not_found(format!("no session `{id}`")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    tag = "playback",
+    params(ProfileQuery),
+    responses(
+        (status = 200, description = "The profile's sessions", body = SessionList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    ),
+)]
 async fn list_sessions(State(s): State<ApiState>, q: Profile) -> ApiResult {
     let q = profile(q)?;
     let sessions = s.hub.sessions(q.name()).await?;
-    ok(json!({"count": sessions.len(), "sessions": sessions}))
+    ok(SessionList {
+        count: sessions.len(),
+        sessions,
+    })
 }
 
+/// Creates a session; every connection of the profile gets `sessions`.
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "playback",
+    params(ProfileQuery),
+    request_body = NewSession,
+    responses(
+        (status = 201, description = "The new session", body = SessionBody),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 404, description = "No such audio zone or player", body = ErrorBody),
+    ),
+)]
 async fn create_session(
     State(s): State<ApiState>,
     q: Profile,
-    body: Result<Json<NewSession>, JsonRejection>,
+    JsonBody(new): JsonBody<NewSession>,
 ) -> ApiResult {
     let q = profile(q)?;
-    let Json(new) = body?;
     let session = s.hub.create_session(q.name(), new).await?;
-    Ok((StatusCode::CREATED, Json(json!({"session": session}))).into_response())
+    created(SessionBody { session })
 }
 
-async fn get_session(State(s): State<ApiState>, Path(id): Path<String>, q: Profile) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}",
+    tag = "playback",
+    params(("id" = u64, Path, description = "Session id"), ProfileQuery),
+    responses(
+        (status = 200, description = "The session", body = SessionBody),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 404, description = "No such session in this profile", body = ErrorBody),
+    ),
+)]
+async fn get_session(State(s): State<ApiState>, Id(id): Id, q: Profile) -> ApiResult {
     let q = profile(q)?;
     let session = s.hub.session(q.name(), session_id(&id)?).await?;
-    ok(json!({"session": session}))
+    ok(SessionBody { session })
 }
 
+/// Changes a session: the fields present change, at least one must be given, and none
+/// may be `null` or unknown. The profile's other connections get `session_updated`.
+#[utoipa::path(
+    patch,
+    path = "/api/sessions/{id}",
+    tag = "playback",
+    params(("id" = u64, Path, description = "Session id"), ProfileQuery),
+    request_body = SessionChanges,
+    responses(
+        (status = 200, description = "The session as it now is", body = SessionBody),
+        (status = 400, description = "Invalid body or query", body = ErrorBody),
+        (status = 404, description = "No such session, audio zone or player", body = ErrorBody),
+    ),
+)]
 async fn update_session(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    Id(id): Id,
     q: Profile,
-    body: Result<Json<SessionChanges>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult {
     let q = profile(q)?;
-    let Json(changes) = body?;
+    let Json(body) = body?;
+    let changes = crate::session_patch::parse(body)
+        .map_err(|m| ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m))?;
     let session = s
         .hub
         .update_session(q.name(), session_id(&id)?, changes, None)
         .await?;
-    ok(json!({"session": session}))
+    ok(SessionBody { session })
 }
 
-async fn delete_session(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    q: Profile,
-) -> ApiResult {
+/// Deletes a session; every connection of the profile gets `sessions`.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}",
+    tag = "playback",
+    params(("id" = u64, Path, description = "Session id"), ProfileQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 404, description = "No such session in this profile", body = ErrorBody),
+    ),
+)]
+async fn delete_session(State(s): State<ApiState>, Id(id): Id, q: Profile) -> ApiResult {
     let q = profile(q)?;
     s.hub.delete_session(q.name(), session_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/audio-zones",
+    tag = "playback",
+    params(ProfileQuery),
+    responses(
+        (status = 200, description = "The profile's audio zones with their sessions", body = AudioZoneList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    ),
+)]
 async fn list_zones(State(s): State<ApiState>, q: Profile) -> ApiResult {
     let q = profile(q)?;
-    let zones = s.hub.audio_zones(q.name()).await?;
-    ok(json!({"count": zones.len(), "audio_zones": zones}))
+    let audio_zones = s.hub.audio_zones(q.name()).await?;
+    ok(AudioZoneList {
+        count: audio_zones.len(),
+        audio_zones,
+    })
 }
 
+/// Creates an audio zone; every connection of the profile gets `audio_zone_with_sessions`.
+#[utoipa::path(
+    post,
+    path = "/api/audio-zones",
+    tag = "playback",
+    params(ProfileQuery),
+    request_body = NewAudioZone,
+    responses(
+        (status = 201, description = "The new audio zone", body = AudioZoneBody),
+        (status = 400, description = "Invalid body or query", body = ErrorBody),
+        (status = 404, description = "No such player", body = ErrorBody),
+    ),
+)]
 async fn create_zone(
     State(s): State<ApiState>,
     q: Profile,
-    body: Result<Json<NewAudioZone>, JsonRejection>,
+    JsonBody(new): JsonBody<NewAudioZone>,
 ) -> ApiResult {
     let q = profile(q)?;
-    let Json(new) = body?;
-    let zone = s.hub.create_audio_zone(q.name(), new).await?;
-    Ok((StatusCode::CREATED, Json(json!({"audio_zone": zone}))).into_response())
+    let audio_zone = s.hub.create_audio_zone(q.name(), new).await?;
+    created(AudioZoneBody { audio_zone })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/players",
+    tag = "playback",
+    params(ProfileQuery),
+    responses(
+        (status = 200, description = "The profile's registered players", body = PlayerList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    ),
+)]
 async fn list_players(State(s): State<ApiState>, q: Profile) -> ApiResult {
     let q = profile(q)?;
     let players = s.hub.players(q.name()).await?;
-    ok(json!({"count": players.len(), "players": players}))
+    ok(PlayerList {
+        count: players.len(),
+        players,
+    })
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(),
+    responses((status = 200, description = "Up", body = Status)),
+)]
 pub async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    Json(Status { status: "ok" }).into_response()
 }
 
 /// `GET /readyz`: the store and broker answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    security(),
+    responses(
+        (status = 200, description = "The store and broker answer", body = Status),
+        (status = 503, description = "The store or broker does not answer", body = Status),
+    ),
+)]
 pub async fn readyz(State(hub): State<Hub>) -> Response {
     if hub.is_ready().await {
-        Json(json!({"status": "ready"})).into_response()
+        Json(Status { status: "ready" }).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready"})),
+            Json(Status {
+                status: "not ready",
+            }),
         )
             .into_response()
     }

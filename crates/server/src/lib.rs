@@ -6,14 +6,18 @@
 //! [`api`] is the REST surface; [`config`] reads TOML, environment and flags.
 
 pub mod api;
+pub mod api_types;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod json_body;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod origin;
 pub mod server;
+pub mod session_patch;
 pub mod transport;
 pub mod web;
 pub mod webhooks;

@@ -162,3 +162,56 @@ def test_api_token_guards_api(server_factory, auth):
 def test_open_routes_need_no_token(server_factory, path):
     srv = server_factory("api_token.toml")
     assert srv.rest.get(path).status_code == 200, f"{path} must stay open when an API token is set"
+
+
+def test_openapi_is_guarded_like_the_rest_of_the_api(server_factory):
+    srv = server_factory("api_token.toml")
+    r = srv.rest.get("/api/openapi.json")
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED", r.text
+    doc = ok(srv.rest.get("/api/openapi.json", headers={"Authorization": "Bearer e2e-api-token"}))
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    patch = doc["paths"]["/api/sessions/{id}"]["patch"]
+    assert {"200", "400", "401", "403", "404", "415"} <= set(patch["responses"])
+
+
+def test_existing_room_id_is_409(rest, room):
+    rest.create_room(id=room)
+    r = rest.post("/api/rooms", json={"id": room})
+    assert r.status_code == 409 and error_code(r) == "BAD_REQUEST", r.text
+    assert "already exists" in r.json()["error"]["message"]
+
+
+def test_bodies_are_json_objects_read_as_the_document_says(rest, room):
+    # An array is not read field by field into an object.
+    r = rest.post("/api/rooms", json=[room, "name"])
+    assert r.status_code == 400 and error_code(r) == "BAD_REQUEST", r.text
+    # `data` is required (null is a value, absence is an error).
+    r = rest.post("/api/broadcast", json={"name": "x"})
+    assert r.status_code == 400 and "data" in r.json()["error"]["message"], r.text
+    assert ok(rest.post("/api/broadcast", json={"data": None}))["sent"] >= 0
+    # The wrong field is named.
+    r = rest.post("/api/rooms", json={"id": room, "params": [{"name": "p", "value": "high"}]})
+    assert r.status_code == 400 and "params[0].value" in r.json()["error"]["message"], r.text
+    # A whole number written as 5.0 is an integer (JSON Schema).
+    created = ok(rest.post("/api/rooms", json={"id": room, "max_connections": 5.0}), 201)["room"]
+    assert created["max_connections"] == 5
+    # Not JSON at all.
+    r = rest.post("/api/rooms", data="id=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and error_code(r) == "BAD_REQUEST", r.text
+
+
+def test_session_update_names_known_fields_with_values(rest):
+    session = ok(rest.post("/api/sessions", json={"name": "s"}), 201)["session"]
+    path = f"/api/sessions/{session['session_id']}"
+    for body, words in [
+        ({}, "nothing to change"),
+        ({"volum": 0.5}, "unknown field `volum`"),
+        ({"name": None}, "`name` must not be null"),
+        ({"volume": 2}, "volume"),
+    ]:
+        r = rest.request("PATCH", path, json=body)
+        assert r.status_code == 400 and error_code(r) == "BAD_REQUEST", f"{body} -> {r.status_code} {r.text}"
+        assert words in r.json()["error"]["message"], r.text
+    updated = ok(rest.request("PATCH", path, json={"volume": 0.25, "position": 1.0}))["session"]
+    assert (updated["volume"], updated["position"]) == (0.25, 1)
+    assert rest.get("/api/sessions/not-a-number").status_code == 404
