@@ -13,6 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_hub::{EndpointRules, EventSet, HubConfig, Mode, SlowConsumer};
 
+use crate::auth::{AuthConfig, JwtAuth};
+use crate::cors::CorsConfig;
+use crate::ratelimit::{Limits, LimitsConfig, MessageRateConfig};
+
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +59,9 @@ pub struct FileConfig {
     pub discovery: Option<DiscoveryConfig>,
     #[serde(default)]
     pub endpoint: Vec<EndpointConfig>,
+    // Security: server-wide limits and CORS (docs/security.md).
+    pub limits: Option<LimitsConfig>,
+    pub cors: Option<CorsConfig>,
 }
 
 /// `[discovery]`: answering LAN discovery probes.
@@ -94,9 +101,11 @@ pub struct EndpointConfig {
     pub presence_events_max_members: Option<usize>,
     pub slow_consumer: Option<SlowConsumer>,
     pub accepts_per_second: Option<u32>,
-    pub auth: Option<toml::Table>,
-    pub rate_limit: Option<toml::Table>,
     pub hooks: Option<toml::Table>,
+    // Security: JWT auth, message rate and first-message timeout (docs/security.md).
+    pub auth: Option<AuthConfig>,
+    pub rate_limit: Option<MessageRateConfig>,
+    pub first_message_timeout_ms: Option<u64>,
 }
 
 /// What the command line and environment set; `None` means "not given".
@@ -118,6 +127,8 @@ pub struct Endpoint {
     pub allowed_origins: Vec<String>,
     pub require_origin: bool,
     pub accepts_per_second: u32,
+    /// JWT authentication, when the endpoint has an `auth` table.
+    pub auth: Option<Arc<JwtAuth>>,
 }
 
 /// The merged, checked configuration.
@@ -133,6 +144,10 @@ pub struct Config {
     pub hub: HubConfig,
     pub discovery: DiscoveryConfig,
     pub endpoints: Vec<Endpoint>,
+    /// Per-address and REST limits (`[limits]`).
+    pub limits: Limits,
+    /// CORS for the REST API (`[cors]`; checked at load).
+    pub cors: CorsConfig,
 }
 
 impl Config {
@@ -147,6 +162,20 @@ impl Config {
 
     /// Merges a parsed file with the overrides.
     pub fn merge(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
+        // Key files named in the config are relative to the config file's folder.
+        let base = over
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let limits_file = file.limits.clone().unwrap_or_default();
+        let limits = limits_file
+            .check()
+            .map_err(|(k, m)| invalid(format!("limits.{k}"), m))?;
+        let cors = file.cors.clone().unwrap_or_default();
+        cors.layer()
+            .map_err(|(k, m)| invalid(format!("cors.{k}"), m))?;
         let listen_s = over
             .listen
             .or(file.listen)
@@ -175,8 +204,24 @@ impl Config {
                 .coded_room_ttl_s
                 .map_or(defaults.coded_room_ttl, Duration::from_secs),
             code_digits: file.room_code_digits.unwrap_or(defaults.code_digits),
+            max_rooms: limits_file.max_rooms.unwrap_or(defaults.max_rooms),
+            code_attempts_burst: limits_file
+                .wrong_codes_burst
+                .unwrap_or(defaults.code_attempts_burst),
+            code_attempts_refill: limits_file
+                .wrong_codes_refill_s
+                .map_or(defaults.code_attempts_refill, Duration::from_secs),
             ..defaults
         };
+        if hub.max_rooms == 0 {
+            return Err(invalid("limits.max_rooms", "must be at least 1"));
+        }
+        if hub.code_attempts_burst == 0 || hub.code_attempts_refill.is_zero() {
+            return Err(invalid(
+                "limits.wrong_codes_burst",
+                "wrong_codes_burst and wrong_codes_refill_s must be at least 1",
+            ));
+        }
         if !(4..=8).contains(&hub.code_digits) {
             return Err(invalid("room_code_digits", "must be 4 to 8"));
         }
@@ -193,7 +238,7 @@ impl Config {
         };
         let mut endpoints = Vec::new();
         for (i, e) in file.endpoint.into_iter().enumerate() {
-            endpoints.push(endpoint(i, e)?);
+            endpoints.push(endpoint(i, e, &base)?);
         }
         if endpoints.is_empty() {
             endpoints.push(Endpoint {
@@ -201,6 +246,7 @@ impl Config {
                 allowed_origins: Vec::new(),
                 require_origin: false,
                 accepts_per_second: 0,
+                auth: None,
             });
         }
         for (i, a) in endpoints.iter().enumerate() {
@@ -225,6 +271,8 @@ impl Config {
             hub,
             discovery: file.discovery.unwrap_or_default(),
             endpoints,
+            limits,
+            cors,
         })
     }
 }
@@ -240,7 +288,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
+fn endpoint(i: usize, e: EndpointConfig, base: &Path) -> Result<Endpoint, ConfigError> {
     let key = |k: &str| format!("endpoint[{i}].{k}");
     if !e.path.starts_with('/') || e.path.len() < 2 && e.path != "/" {
         return Err(invalid(key("path"), "must start with `/`"));
@@ -255,9 +303,7 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     // Features that belong to later work are refused rather than silently ignored:
     // a deployment that asks for auth must never run without it.
     for (name, set) in [
-        ("auth", e.auth.is_some()),
         ("hooks", e.hooks.is_some()),
-        ("rate_limit", e.rate_limit.is_some()),
         ("compression", e.compression == Some(true)),
     ] {
         if set {
@@ -334,11 +380,31 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
             ));
         }
     }
+    // Security settings (docs/security.md).
+    let auth = match &e.auth {
+        Some(a) => Some(Arc::new(
+            JwtAuth::from_config(a, base).map_err(|(k, m)| invalid(key(&format!("auth.{k}")), m))?,
+        )),
+        None => None,
+    };
+    if let Some(a) = &auth {
+        r.verifier = Some(a.clone());
+        r.expiry_warning = a.expiry_warning();
+    }
+    if let Some(rl) = &e.rate_limit {
+        r.rate_limit = rl
+            .check()
+            .map_err(|(k, m)| invalid(key(&format!("rate_limit.{k}")), m))?;
+    }
+    if let Some(ms) = e.first_message_timeout_ms {
+        r.first_message_timeout = Duration::from_millis(ms);
+    }
     Ok(Endpoint {
         rules: Arc::new(r),
         allowed_origins: e.allowed_origins,
         require_origin: e.require_origin,
         accepts_per_second: e.accepts_per_second.unwrap_or(0),
+        auth,
     })
 }
 

@@ -6,11 +6,14 @@
 //! [`api`] is the REST surface; [`config`] reads TOML, environment and flags.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod ratelimit;
 pub mod server;
 pub mod transport;
 pub mod web;
