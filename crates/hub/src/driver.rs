@@ -142,6 +142,9 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 }
                 if !more {
                     let (code, reason) = close.unwrap_or((CloseCode::NORMAL.0, String::new()));
+                    if closing {
+                        linger(transport).await;
+                    }
                     return Ended { code: Some(code), reason };
                 }
             }
@@ -319,6 +322,25 @@ impl Watch {
         }
         due
     }
+}
+
+/// How long a connection closed for flooding may take to answer the close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After closing a flooding client: read and discard what it still sends until its close
+/// reply (or [`LINGER`]). Dropping the socket with unread input would make the kernel
+/// answer with a reset, and a reset can destroy the close frame and the errors before it
+/// in the client's receive buffer — it would never learn why it was closed.
+async fn linger<T: Transport>(transport: &mut T) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(frame)) = transport.recv().await {
+            if let Incoming::Close(_) = frame {
+                let _ = transport.send_batch(&[]).await;
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Raw and echo endpoints: no envelope, the frame goes on unchanged.
