@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             };
             let again = decode_client(&bytes, encoding);
-            assert!(again.is_ok(), "re-encoded request does not decode: {again:?}");
+            assert!(
+                again.is_ok(),
+                "re-encoded request does not decode: {again:?}"
+            );
         }
     }
 });

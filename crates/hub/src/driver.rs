@@ -310,7 +310,11 @@ impl Watch {
     }
 
     /// The timer's next deadline: the earliest of `base` (ping or heartbeat) and ours.
-    fn due(&mut self, base: tokio::time::Instant, heartbeat: tokio::time::Instant) -> tokio::time::Instant {
+    fn due(
+        &mut self,
+        base: tokio::time::Instant,
+        heartbeat: tokio::time::Instant,
+    ) -> tokio::time::Instant {
         let mut due = base.min(heartbeat);
         if let Some(t) = self.first_message {
             due = due.min(t);

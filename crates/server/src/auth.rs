@@ -59,7 +59,9 @@ pub struct AuthConfig {
 /// Why a token was refused; always answered as `UNAUTHORIZED` (HTTP 401 or close 4001).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("a token is required: pass it as the `token` query parameter or an `Authorization: Bearer` header")]
+    #[error(
+        "a token is required: pass it as the `token` query parameter or an `Authorization: Bearer` header"
+    )]
     Missing,
     #[error("the token has expired")]
     Expired,
@@ -233,9 +235,8 @@ impl JwtAuth {
         }
         if let Some(path) = &c.jwks_file {
             let path = base.join(path);
-            let text = std::fs::read(&path).map_err(|e| {
-                err("jwks_file", format!("cannot read {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read(&path)
+                .map_err(|e| err("jwks_file", format!("cannot read {}: {e}", path.display())))?;
             let set: JwkSet = serde_json::from_slice(&text).map_err(|e| {
                 err(
                     "jwks_file",
@@ -540,7 +541,10 @@ mod tests {
             c.audience = Some("sb".into());
             c.require_exp = Some(false);
         });
-        assert!(a.check(&hs(json!({"sub":"u","iss":"me","aud":"sb"}))).is_ok());
+        assert!(
+            a.check(&hs(json!({"sub":"u","iss":"me","aud":"sb"})))
+                .is_ok()
+        );
         assert_eq!(
             a.check(&hs(json!({"sub":"u","iss":"you","aud":"sb"}))),
             Err(AuthError::Claim("iss".into()))

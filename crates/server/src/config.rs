@@ -383,7 +383,8 @@ fn endpoint(i: usize, e: EndpointConfig, base: &Path) -> Result<Endpoint, Config
     // Security settings (docs/security.md).
     let auth = match &e.auth {
         Some(a) => Some(Arc::new(
-            JwtAuth::from_config(a, base).map_err(|(k, m)| invalid(key(&format!("auth.{k}")), m))?,
+            JwtAuth::from_config(a, base)
+                .map_err(|(k, m)| invalid(key(&format!("auth.{k}")), m))?,
         )),
         None => None,
     };

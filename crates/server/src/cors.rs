@@ -61,8 +61,12 @@ impl CorsConfig {
         }
         .iter()
         .map(|m| {
-            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                .map_err(|_| ("allowed_methods".to_owned(), format!("`{m}` is not a method")))
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                (
+                    "allowed_methods".to_owned(),
+                    format!("`{m}` is not a method"),
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
         let headers = match &self.allowed_headers {
@@ -71,8 +75,12 @@ impl CorsConfig {
         }
         .iter()
         .map(|h| {
-            HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                .map_err(|_| ("allowed_headers".to_owned(), format!("`{h}` is not a header name")))
+            HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                (
+                    "allowed_headers".to_owned(),
+                    format!("`{h}` is not a header name"),
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
         let patterns = self.allowed_origins.clone();

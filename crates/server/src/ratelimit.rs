@@ -130,7 +130,9 @@ impl LimitsConfig {
             connects_per_ip_per_second: self
                 .connects_per_ip_per_second
                 .unwrap_or(d.connects_per_ip_per_second),
-            connects_per_ip_burst: self.connects_per_ip_burst.unwrap_or(d.connects_per_ip_burst),
+            connects_per_ip_burst: self
+                .connects_per_ip_burst
+                .unwrap_or(d.connects_per_ip_burst),
             max_connections_per_ip: self
                 .max_connections_per_ip
                 .unwrap_or(d.max_connections_per_ip),

@@ -58,23 +58,23 @@ pub fn router(hub: &Hub, config: &Config) -> Router {
         api = api.layer(cors);
     }
     app.merge(api)
-    .route("/healthz", get(api::healthz))
-    .route(
-        "/metrics",
-        get(crate::metrics::handler).with_state((
-            hub.clone(),
-            crate::metrics::Metrics::install(
-                hub,
-                config
-                    .endpoints
-                    .iter()
-                    .map(|e| e.rules.path.clone())
-                    .collect(),
-            ),
-        )),
-    )
-    .route("/readyz", get(api::readyz).with_state(hub.clone()))
-    .merge(web::router(default_ws))
+        .route("/healthz", get(api::healthz))
+        .route(
+            "/metrics",
+            get(crate::metrics::handler).with_state((
+                hub.clone(),
+                crate::metrics::Metrics::install(
+                    hub,
+                    config
+                        .endpoints
+                        .iter()
+                        .map(|e| e.rules.path.clone())
+                        .collect(),
+                ),
+            )),
+        )
+        .route("/readyz", get(api::readyz).with_state(hub.clone()))
+        .merge(web::router(default_ws))
 }
 
 /// A running server: its address and a way to stop it.

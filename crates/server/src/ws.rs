@@ -105,10 +105,7 @@ fn refuse_address(refusal: Refusal) -> Response {
             "too many new connections from your address; retry shortly".to_owned(),
             wait.as_secs_f64().ceil().max(1.0) as u64,
         ),
-        Refusal::Open(n) => (
-            format!("your address already has {n} open connections"),
-            5,
-        ),
+        Refusal::Open(n) => (format!("your address already has {n} open connections"), 5),
     };
     let mut r = refuse(
         StatusCode::TOO_MANY_REQUESTS,
@@ -222,12 +219,20 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
                 Ok(g) => Some(g),
                 Err(e) => {
                     tracing::debug!(path = %endpoint.rules.path, remote = ?remote, error = %e, "token refused");
-                    return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string());
+                    return refuse(
+                        StatusCode::UNAUTHORIZED,
+                        ErrorCode::Unauthorized,
+                        &e.to_string(),
+                    );
                 }
             },
             None if auth.required() => {
                 let e = crate::auth::AuthError::Missing;
-                return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string());
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    &e.to_string(),
+                );
             }
             None => None,
         },
