@@ -468,4 +468,54 @@ mod tests {
         assert!(bad("listen = \"nowhere\"").contains("listen"));
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
     }
+
+    #[test]
+    fn security_settings_are_read_and_checked() {
+        let file = parse(
+            r#"
+            [limits]
+            max_connections_per_ip = 3
+            max_rooms = 10
+            [cors]
+            allowed_origins = ["https://*.example.com"]
+            [[endpoint]]
+            path = "/s"
+            auth.jwt_secret = "0123456789abcdef0123456789abcdef"
+            auth.expiry_warning_ms = 5000
+            rate_limit.messages_per_second = 10
+            first_message_timeout_ms = 2000
+            "#,
+        );
+        let c = Config::merge(file, Overrides::default()).unwrap();
+        let r = &c.endpoints[0].rules;
+        assert!(c.endpoints[0].auth.is_some() && r.verifier.is_some());
+        assert_eq!(r.expiry_warning, Duration::from_millis(5000));
+        assert_eq!((r.rate_limit.per_second, r.rate_limit.burst), (10, 100));
+        assert_eq!(r.first_message_timeout, Duration::from_millis(2000));
+        assert_eq!(c.limits.max_connections_per_ip, 3);
+        assert_eq!(c.hub.max_rooms, 10);
+        let bad = |s: &str| {
+            Config::merge(parse(s), Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad("[[endpoint]]\npath = \"/s\"\nauth.required = true").contains("auth.jwt_secret")
+        );
+        assert!(
+            bad("[[endpoint]]\npath = \"/s\"\nauth.jwt_public_key = \"missing.pem\"")
+                .contains("missing.pem")
+        );
+        assert!(
+            bad("[[endpoint]]\npath = \"/s\"\nrate_limit.burst = 0").contains("rate_limit.burst")
+        );
+        assert!(bad("[limits]\nmax_header_bytes = 10").contains("limits.max_header_bytes"));
+        assert!(
+            bad("[cors]\nallowed_origins = [\"*\"]\nallow_credentials = true").contains("cors.")
+        );
+        assert!(
+            toml::from_str::<FileConfig>("[[endpoint]]\npath = \"/s\"\nauth.jwt_secrt = \"x\"")
+                .is_err()
+        );
+    }
 }
