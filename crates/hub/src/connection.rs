@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use switchboard_protocol::{Encoding, Map};
 
+use crate::auth::{AuthState, ExpiryStep};
 use crate::clock::now_ms;
 use crate::endpoint::{ConnectionSlot, EndpointRules};
 use crate::frame::Payload;
@@ -31,6 +32,8 @@ pub struct ConnectInfo {
     pub meta: Map,
     /// The negotiated encoding.
     pub encoding: Encoding,
+    /// Room permissions and token expiry of an authenticated connection.
+    pub auth: Option<AuthState>,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +42,8 @@ struct State {
     /// Joined rooms, sorted. A short sorted Vec rather than a BTreeSet: most
     /// connections are in one or two rooms, and a B-tree leaf costs ~200 bytes each.
     rooms: Vec<Arc<str>>,
+    /// Authenticated connections only (boxed: most connections have none).
+    auth: Option<Box<AuthState>>,
 }
 
 /// A live connection.
@@ -111,6 +116,7 @@ impl Connection {
             state: Mutex::new(State {
                 meta: info.meta,
                 rooms: Vec::new(),
+                auth: info.auth.map(Box::new),
             }),
             _slot: slot,
         }
@@ -243,6 +249,47 @@ impl Connection {
 
     pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.state.lock().rooms)
+    }
+
+    /// True when the connection may join `room` (always, without authentication).
+    pub fn may_join(&self, room: &str) -> bool {
+        self.state
+            .lock()
+            .auth
+            .as_ref()
+            .is_none_or(|a| a.permissions.may_join(room))
+    }
+
+    /// True when the connection may write to `room` (publish, param, trigger).
+    pub fn may_publish(&self, room: &str) -> bool {
+        self.state
+            .lock()
+            .auth
+            .as_ref()
+            .is_none_or(|a| a.permissions.may_publish(room))
+    }
+
+    /// True when the connection was authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.state.lock().auth.is_some()
+    }
+
+    /// Replaces the connection's permissions and expiry (after `refresh`).
+    pub(crate) fn set_auth(&self, auth: AuthState) {
+        self.state.lock().auth = Some(Box::new(auth));
+    }
+
+    /// What to do about the token's expiry at `now_ms`; a warning is recorded as sent.
+    pub(crate) fn expiry_step(&self, now_ms: i64, warn_ms: i64) -> ExpiryStep {
+        let mut state = self.state.lock();
+        let Some(auth) = state.auth.as_mut() else {
+            return ExpiryStep::Wait(None);
+        };
+        let step = auth.step(now_ms, warn_ms);
+        if let ExpiryStep::Warn { .. } = step {
+            auth.warned = true;
+        }
+        step
     }
 
     /// The public description of this connection.

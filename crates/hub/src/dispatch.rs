@@ -14,6 +14,7 @@ use switchboard_protocol::{
     decode_client,
 };
 
+use crate::auth::AuthState;
 use crate::clock::now_ms;
 use crate::connection::Connection;
 use crate::error::{HubError, HubResult};
@@ -66,7 +67,10 @@ impl Hub {
     /// Handles one decoded request from `conn`.
     pub async fn handle_request(&self, conn: &Arc<Connection>, req: Request) {
         let Request { id, msg } = req;
-        if !conn.endpoint().events.allows(msg.type_name()) {
+        // `refresh` keeps an authenticated connection alive; it is never disabled.
+        if !matches!(msg, ClientMessage::Refresh { .. })
+            && !conn.endpoint().events.allows(msg.type_name())
+        {
             let err = HubError::forbidden(format!(
                 "`{}` is not enabled on this endpoint",
                 msg.type_name()
@@ -190,6 +194,7 @@ impl Hub {
                 .set_seek(conn.profile(), session_id, seek, Some(conn.id()))
                 .await
                 .and_then(|()| ack()),
+            ClientMessage::Refresh { token } => self.on_refresh(conn, &token),
         };
         match result {
             Ok(Outcome::Ack { room, offset }) => {
@@ -203,6 +208,40 @@ impl Hub {
             Ok(Outcome::Replied) => {}
             Err(e) => self.reply_error(conn, id, e).await,
         }
+    }
+
+    /// Answers a frame dropped by the connection's message limit: `RATE_LIMITED`, with
+    /// the request's `id` when it can be read.
+    pub(crate) async fn reject_rate_limited(&self, conn: &Arc<Connection>, frame: &[u8]) {
+        let id = match decode_client(frame, conn.encoding()) {
+            Ok(req) => req.id,
+            Err(e) => e.id,
+        };
+        let err = HubError::new(
+            ErrorCode::RateLimited,
+            "too many messages; slow down or the connection will be closed (4029)",
+        );
+        self.reply_error(conn, id, err).await;
+    }
+
+    /// `refresh`: a new token for the same subject replaces the connection's permissions
+    /// and expiry.
+    fn on_refresh(&self, conn: &Connection, token: &str) -> Reply {
+        let Some(verifier) = conn.endpoint().verifier.clone() else {
+            return Err(HubError::forbidden(
+                "this endpoint does not use authentication",
+            ));
+        };
+        let grant = verifier.verify(token)?;
+        // A connection's client id never changes: members and directs are keyed by it.
+        if grant.client_id != conn.client_id() {
+            return Err(HubError::new(
+                ErrorCode::Unauthorized,
+                "the new token is for another subject; reconnect to change identity",
+            ));
+        }
+        conn.set_auth(AuthState::from_grant(&grant));
+        ack()
     }
 
     async fn reply_error(&self, conn: &Arc<Connection>, id: Option<RequestId>, e: HubError) {
@@ -239,6 +278,7 @@ impl Hub {
         exclude_self: bool,
     ) -> Reply {
         let room = self.member_room(conn, room_id)?;
+        may_write(conn, room_id)?;
         if let Some(h) = self.hook(HookSet::MESSAGE) {
             match h.on_message(conn, room_id, &data).await {
                 Decision::Allow => {}
@@ -430,6 +470,7 @@ impl Hub {
         at: Option<i64>,
     ) -> Reply {
         let room = self.member_room(conn, room_id)?;
+        may_write(conn, room_id)?;
         {
             let mut st = room.lock();
             let p = st.param_mut(&param).ok_or_else(|| {
@@ -476,6 +517,7 @@ impl Hub {
         at: Option<i64>,
     ) -> Reply {
         let room = self.member_room(conn, room_id)?;
+        may_write(conn, room_id)?;
         let ts = now_ms();
         let at = at.unwrap_or(ts);
         let data = data.unwrap_or(Value::Null);
@@ -511,6 +553,17 @@ impl Hub {
             room: room_id.to_owned(),
             params,
         }))
+    }
+}
+
+/// Writes to a room (`publish`, `param`, `trigger`) need the token's permission.
+fn may_write(conn: &Connection, room_id: &str) -> HubResult<()> {
+    if conn.may_publish(room_id) {
+        Ok(())
+    } else {
+        Err(HubError::forbidden(format!(
+            "your token does not allow writing to room `{room_id}`"
+        )))
     }
 }
 

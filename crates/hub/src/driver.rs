@@ -12,14 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_protocol::CloseCode;
+use switchboard_protocol::{CloseCode, ServerMessage};
 
+use crate::auth::ExpiryStep;
 use crate::clock::now_ms;
 use crate::connection::Connection;
 use crate::endpoint::Mode;
 use crate::frame::{Outgoing, Payload};
 use crate::hooks::HookSet;
 use crate::hub::Hub;
+use crate::ratelimit::{MessageLimiter, Verdict};
 
 /// A frame received from the peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,12 +107,16 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
     // The last sign of life, on the monotonic clock: the connection is closed exactly
     // `connection_timeout` after it, not at the next ping tick.
     let mut alive_at = tokio::time::Instant::now();
+    let mut watch = Watch::new(conn);
     // One timer for the connection's whole life, moved only when its deadline changes:
     // creating a fresh `Sleep` on every loop turn would touch the runtime's timer wheel
     // once per delivered message.
-    let mut deadline = next_ping.min(alive_at + timeout);
+    let mut deadline = watch.due(next_ping, alive_at + timeout);
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
+    let mut limiter = MessageLimiter::new(rules.rate_limit);
+    // Set once a 4029 close is queued: whatever the client sends meanwhile is ignored.
+    let mut closing = false;
     let mut batch = Vec::new();
     let mut sample = None;
     let encoding = conn.encoding();
@@ -136,6 +142,9 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 }
                 if !more {
                     let (code, reason) = close.unwrap_or((CloseCode::NORMAL.0, String::new()));
+                    if closing {
+                        linger(transport).await;
+                    }
                     return Ended { code: Some(code), reason };
                 }
             }
@@ -154,9 +163,27 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 conn.touch();
                 if let Incoming::Text(b) | Incoming::Binary(b) = &frame {
                     conn.traffic_in.add(1, b.len() as u64);
+                    watch.first_message = None;
+                    if closing {
+                        continue;
+                    }
+                    match limiter.check(std::time::Instant::now()) {
+                        Verdict::Allow => {}
+                        Verdict::Reject => {
+                            if rules.mode == Mode::Protocol {
+                                hub.reject_rate_limited(conn, b).await;
+                            }
+                            continue;
+                        }
+                        Verdict::Close => {
+                            closing = true;
+                            conn.queue().close(CloseCode::RATE_LIMITED.0, "rate limited");
+                            continue;
+                        }
+                    }
                 }
                 alive_at = tokio::time::Instant::now();
-                let due = next_ping.min(alive_at + timeout);
+                let due = watch.due(next_ping, alive_at + timeout);
                 if due != deadline {
                     deadline = due;
                     timer.as_mut().reset(deadline);
@@ -166,6 +193,15 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                         // Boxed so that the (large) request-handling state is allocated only
                         // while a request runs, not carried by every idle connection's task.
                         Box::pin(hub.handle_frame(conn, &bytes)).await;
+                        // A `refresh` may have moved the token's expiry.
+                        if rules.verifier.is_some() {
+                            watch.check_expiry(conn);
+                            let due = watch.due(next_ping, alive_at + timeout);
+                            if due != deadline {
+                                deadline = due;
+                                timer.as_mut().reset(deadline);
+                            }
+                        }
                     }
                     Incoming::Text(bytes) => deliver_plain(hub, conn, rules.mode, bytes, true),
                     Incoming::Binary(bytes) => deliver_plain(hub, conn, rules.mode, bytes, false),
@@ -188,15 +224,26 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                 }
             }
             () = &mut timer => {
-                if alive_at.elapsed() >= timeout {
-                    let reason = "heartbeat timeout".to_owned();
+                let silent = if alive_at.elapsed() >= timeout {
+                    Some("heartbeat timeout")
+                } else if watch
+                    .first_message
+                    .is_some_and(|t| tokio::time::Instant::now() >= t)
+                {
+                    Some("no message received in time")
+                } else {
+                    None
+                };
+                if let Some(reason) = silent {
+                    let reason = reason.to_owned();
                     let _ = transport
                         .send_batch(&[Outgoing::Close(CloseCode::POLICY.0, reason.clone())])
                         .await;
                     return Ended { code: Some(CloseCode::POLICY.0), reason };
                 }
+                watch.check_expiry(conn);
                 if tokio::time::Instant::now() < next_ping {
-                    deadline = next_ping.min(alive_at + timeout);
+                    deadline = watch.due(next_ping, alive_at + timeout);
                     timer.as_mut().reset(deadline);
                     continue;
                 }
@@ -205,11 +252,99 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
                     return Ended { code: None, reason: e.to_string() };
                 }
                 next_ping = tokio::time::Instant::now() + ping_every;
-                deadline = next_ping.min(alive_at + timeout);
+                deadline = watch.due(next_ping, alive_at + timeout);
                 timer.as_mut().reset(deadline);
             }
         }
     }
+}
+
+/// The deadlines a connection's timer watches besides pings and the heartbeat: the
+/// first data frame (when `first_message_timeout` is set) and the token's expiry.
+struct Watch {
+    /// Close with 1008 if no data frame has arrived by then.
+    first_message: Option<tokio::time::Instant>,
+    /// The next expiry step (warning or close), as a wall-clock time in ms.
+    expiry_at: Option<i64>,
+    /// Wall-clock ms and the monotonic instant of the same moment, so that an expiry in
+    /// ms always converts to the same instant (an unchanged deadline never moves the
+    /// timer).
+    base: (i64, tokio::time::Instant),
+    warn_ms: i64,
+}
+
+impl Watch {
+    fn new(conn: &Connection) -> Self {
+        let rules = conn.endpoint();
+        let now = tokio::time::Instant::now();
+        let first = rules.first_message_timeout;
+        let mut w = Watch {
+            first_message: (!first.is_zero()).then(|| now + first),
+            expiry_at: None,
+            base: (now_ms(), now),
+            warn_ms: i64::try_from(rules.expiry_warning.as_millis()).unwrap_or(i64::MAX),
+        };
+        w.check_expiry(conn);
+        w
+    }
+
+    /// Sends `token_expiring` or closes with 4001 when their time has come, and notes
+    /// when to look again. A `refresh` moves the expiry; the next look sees it.
+    fn check_expiry(&mut self, conn: &Connection) {
+        self.expiry_at = match conn.expiry_step(now_ms(), self.warn_ms) {
+            ExpiryStep::Wait(at) => at,
+            ExpiryStep::Warn { expires_at } => {
+                let left = expires_at.saturating_sub(now_ms()).max(0);
+                conn.send(Payload::msg(ServerMessage::TokenExpiring {
+                    expires_in_ms: left as u64,
+                    expires_at,
+                }));
+                Some(expires_at)
+            }
+            ExpiryStep::Expired => {
+                conn.queue()
+                    .close(CloseCode::UNAUTHORIZED.0, "token expired");
+                None
+            }
+        };
+    }
+
+    /// The timer's next deadline: the earliest of `base` (ping or heartbeat) and ours.
+    fn due(
+        &mut self,
+        base: tokio::time::Instant,
+        heartbeat: tokio::time::Instant,
+    ) -> tokio::time::Instant {
+        let mut due = base.min(heartbeat);
+        if let Some(t) = self.first_message {
+            due = due.min(t);
+        }
+        if let Some(at) = self.expiry_at {
+            let (ms0, t0) = self.base;
+            let ahead = u64::try_from(at.saturating_sub(ms0)).unwrap_or(0);
+            due = due.min(t0 + Duration::from_millis(ahead));
+        }
+        due
+    }
+}
+
+/// How long a connection closed for flooding may take to answer the close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After closing a flooding client: read and discard what it still sends until its close
+/// reply (or [`LINGER`]). Dropping the socket with unread input would make the kernel
+/// answer with a reset, and a reset can destroy the close frame and the errors before it
+/// in the client's receive buffer — it would never learn why it was closed.
+async fn linger<T: Transport>(transport: &mut T) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(frame)) = transport.recv().await {
+            if let Incoming::Close(_) = frame {
+                let _ = transport.send_batch(&[]).await;
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Raw and echo endpoints: no envelope, the frame goes on unchanged.

@@ -5,10 +5,14 @@
 //! own. Transport-level limits (frame sizes, heartbeats) live here too so that any
 //! transport driving the hub sees the same values.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::auth::TokenVerifier;
+use crate::ratelimit::MessageLimit;
 
 /// How an endpoint treats frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -107,6 +111,16 @@ pub struct EndpointRules {
     pub presence_events_max_members: usize,
     /// Default slow-consumer policy of rooms created here.
     pub slow_consumer: SlowConsumer,
+    // -- access and abuse limits (docs/security.md) --
+    /// Data frames one connection may send (`rate_limit.*`).
+    pub rate_limit: MessageLimit,
+    /// A connection that sends no data frame within this time after it opened is closed
+    /// with 1008; zero turns the check off.
+    pub first_message_timeout: Duration,
+    /// Verifies tokens sent with `refresh`; `None` on endpoints without authentication.
+    pub verifier: Option<Arc<dyn TokenVerifier>>,
+    /// How long before a connection's token expires it gets `token_expiring`.
+    pub expiry_warning: Duration,
     connections: AtomicUsize,
 }
 
@@ -130,6 +144,10 @@ impl EndpointRules {
             queue_size: 1024,
             presence_events_max_members: 1000,
             slow_consumer: SlowConsumer::Disconnect,
+            rate_limit: MessageLimit::default(),
+            first_message_timeout: Duration::ZERO,
+            verifier: None,
+            expiry_warning: Duration::from_secs(30),
             connections: AtomicUsize::new(0),
         }
     }

@@ -56,6 +56,9 @@ pub struct HubConfig {
     pub event_capacity: usize,
     /// How often expiry and clean-up run.
     pub maintenance_interval: Duration,
+    /// Most rooms the hub holds at once; creating one more (by `join` or the API) is
+    /// refused with `FORBIDDEN`.
+    pub max_rooms: usize,
 }
 
 impl Default for HubConfig {
@@ -69,6 +72,7 @@ impl Default for HubConfig {
             code_attempts_refill: Duration::from_secs(60),
             event_capacity: 1024,
             maintenance_interval: Duration::from_secs(1),
+            max_rooms: 100_000,
         }
     }
 }
@@ -568,6 +572,7 @@ impl Hub {
 
     /// Creates a room explicitly (REST, embedding).
     pub async fn create_room(&self, spec: RoomSpec) -> HubResult<RoomInfo> {
+        self.check_room_limit()?;
         let id = match spec.id {
             Some(id) if room_id::is_valid(&id) => id,
             Some(id) => return Err(HubError::bad_request(format!("invalid room id `{id}`"))),
@@ -676,6 +681,7 @@ impl Hub {
         if !endpoint.auto_create_rooms {
             return Err(HubError::invalid_room(id));
         }
+        self.check_room_limit()?;
         let key: Arc<str> = id.into();
         let room = self
             .inner
@@ -701,6 +707,18 @@ impl Hub {
         Ok(room)
     }
 
+    /// Refuses to create a room once the hub holds `max_rooms` (checked before the
+    /// insert, so concurrent creations may overshoot by a few; the bound is on memory).
+    fn check_room_limit(&self) -> HubResult<()> {
+        if self.inner.rooms.len() >= self.inner.config.max_rooms {
+            return Err(HubError::forbidden(format!(
+                "the server holds its maximum of {} rooms",
+                self.inner.config.max_rooms
+            )));
+        }
+        Ok(())
+    }
+
     /// Joins `conn` to `room`: checks the rules, adds the member, queues `joined` for it
     /// and `presence_join` for the others. `code` is checked unless `trusted` (a
     /// server-side join).
@@ -720,6 +738,11 @@ impl Hub {
         if !room_id::is_valid(room_id) {
             return Err(HubError::bad_request(format!(
                 "invalid room id `{room_id}`"
+            )));
+        }
+        if !trusted && !conn.may_join(room_id) {
+            return Err(HubError::forbidden(format!(
+                "your token does not allow joining room `{room_id}`"
             )));
         }
         let already = conn.in_room(room_id);
@@ -817,7 +840,9 @@ impl Hub {
         code: Option<&str>,
     ) -> HubResult<()> {
         let expected = room.lock().code.clone();
-        let ip = conn.remote_addr().map(|a| a.ip());
+        let ip = conn
+            .remote_addr()
+            .map(|a| crate::ratelimit::address_key(a.ip()));
         if code.is_some()
             && let Some(ip) = ip
             && self.inner.codes.is_limited(ip)

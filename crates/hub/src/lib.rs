@@ -14,10 +14,13 @@
 //! - [`sessions`] is the playback domain (sessions, players, audio zones) over the
 //!   [`playback`] store seam.
 //! - [`store`] and [`broker`] are the seams for persistence and clustering.
+//! - [`auth`] holds what credentials grant a connection (room permissions, expiry);
+//!   [`ratelimit`] the token buckets behind the per-connection message limit.
 //!
 //! A connection is only an id and a bounded queue here; see the server crate for the
 //! WebSocket side.
 
+pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod codes;
@@ -32,11 +35,13 @@ pub mod hooks;
 pub mod hub;
 pub mod playback;
 pub mod queue;
+pub mod ratelimit;
 pub mod room;
 pub mod sessions;
 pub mod stats;
 pub mod store;
 
+pub use auth::{Grant, Permissions, TokenVerifier};
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};
@@ -47,6 +52,7 @@ pub use frame::{Outgoing, Payload};
 pub use hooks::{ConnectRequest, Decision, HookSet, Hooks};
 pub use hub::{Hub, HubConfig, WeakHub};
 pub use playback::{MemoryPlaybackStore, PlaybackStore};
+pub use ratelimit::{MessageLimit, TokenBucket, address_key};
 pub use room::{CodeSpec, ParamSpec, RoomInfo, RoomSpec};
 pub use sessions::PlayerAction;
 pub use stats::{LatencySink, Snapshot};

@@ -149,6 +149,8 @@ pub enum ClientMessage {
     CreateAudioZone { audio_zone: NewAudioZone },
     /// Tell the profile's other devices where playback is.
     SetSeek { session_id: u64, seek: f64 },
+    /// Replace the connection's token before it expires (authenticated endpoints).
+    Refresh { token: String },
 }
 
 impl ClientMessage {
@@ -174,6 +176,7 @@ impl ClientMessage {
         "register_players",
         "create_audio_zone",
         "set_seek",
+        "refresh",
     ];
 
     /// The wire `type` of this message.
@@ -199,6 +202,7 @@ impl ClientMessage {
             ClientMessage::RegisterPlayers { .. } => "register_players",
             ClientMessage::CreateAudioZone { .. } => "create_audio_zone",
             ClientMessage::SetSeek { .. } => "set_seek",
+            ClientMessage::Refresh { .. } => "refresh",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! request id when one could be read, which is what PROTOCOL §11 asks for.
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::client::{ClientMessage, MAX_ID_LEN, Request, RequestId};
@@ -71,13 +71,22 @@ impl DecodeError {
     }
 }
 
+/// Deepest nesting of arrays and maps a frame may have (serde_json's own limit).
+const MAX_DEPTH: usize = 128;
+
 /// Decodes one client frame.
 pub fn decode_client(frame: &[u8], encoding: Encoding) -> Result<Request, DecodeError> {
     let value: Value = match encoding {
         Encoding::Json => serde_json::from_slice(frame)
             .map_err(|e| DecodeError::bad(None, format!("malformed JSON: {e}")))?,
-        Encoding::MsgPack => rmp_serde::from_slice(frame)
-            .map_err(|e| DecodeError::bad(None, format!("malformed MessagePack: {e}")))?,
+        Encoding::MsgPack => {
+            // The same nesting limit as serde_json's (128): rmp_serde's own default (1024)
+            // is deep enough to overflow a 2 MiB task stack with a 64 KiB frame.
+            let mut de = rmp_serde::Deserializer::new(frame);
+            de.set_max_depth(MAX_DEPTH);
+            Value::deserialize(&mut de)
+                .map_err(|e| DecodeError::bad(None, format!("malformed MessagePack: {e}")))?
+        }
     };
     decode_value(value)
 }
@@ -291,5 +300,30 @@ mod tests {
         let bytes = encode(&m, Encoding::MsgPack).unwrap();
         let back: ServerMessage = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, m);
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    /// Frames nested as deep as `max_message_size` allows must be refused, not recursed
+    /// into until the stack overflows (a server task has a 2 MiB stack).
+    #[test]
+    fn deeply_nested_frames_do_not_overflow_a_small_stack() {
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let mut mp = vec![0x91u8; 65_000];
+                mp.push(0xc0);
+                let mut json = "[".repeat(65_000).into_bytes();
+                json.extend(std::iter::repeat_n(b']', 65_000));
+                (
+                    decode_client(&mp, Encoding::MsgPack).is_err(),
+                    decode_client(&json, Encoding::Json).is_err(),
+                )
+            })
+            .unwrap();
+        assert_eq!(handle.join().unwrap(), (true, true));
     }
 }

@@ -220,6 +220,14 @@ pub enum ServerMessage {
         session_id: u64,
         seek: f64,
     },
+    /// The connection's token expires soon: send `refresh` with a new one before
+    /// `expires_at`, or the connection is closed with 4001.
+    TokenExpiring {
+        /// Milliseconds left when this was sent.
+        expires_in_ms: u64,
+        /// When the token expires, in ms since the Unix epoch (server clock).
+        expires_at: i64,
+    },
 }
 
 impl ServerMessage {

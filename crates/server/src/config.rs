@@ -14,6 +14,9 @@ use serde::Deserialize;
 use switchboard_hub::{EndpointRules, EventSet, HubConfig, Mode, SlowConsumer};
 
 use crate::webhooks::SyncHook;
+use crate::auth::{AuthConfig, JwtAuth};
+use crate::cors::CorsConfig;
+use crate::ratelimit::{Limits, LimitsConfig, MessageRateConfig};
 
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,9 @@ pub struct FileConfig {
     pub endpoint: Vec<EndpointConfig>,
     /// Lifecycle webhooks (docs/webhooks.md).
     pub webhooks: Option<crate::webhooks::WebhooksTable>,
+    // Security: server-wide limits and CORS (docs/security.md).
+    pub limits: Option<LimitsConfig>,
+    pub cors: Option<CorsConfig>,
 }
 
 /// `[discovery]`: answering LAN discovery probes.
@@ -98,10 +104,12 @@ pub struct EndpointConfig {
     pub presence_events_max_members: Option<usize>,
     pub slow_consumer: Option<SlowConsumer>,
     pub accepts_per_second: Option<u32>,
-    pub auth: Option<toml::Table>,
-    pub rate_limit: Option<toml::Table>,
     /// Synchronous webhooks (docs/webhooks.md).
     pub hooks: Option<crate::webhooks::HooksTable>,
+    // Security: JWT auth, message rate and first-message timeout (docs/security.md).
+    pub auth: Option<AuthConfig>,
+    pub rate_limit: Option<MessageRateConfig>,
+    pub first_message_timeout_ms: Option<u64>,
 }
 
 /// What the command line and environment set; `None` means "not given".
@@ -125,6 +133,8 @@ pub struct Endpoint {
     pub accepts_per_second: u32,
     /// Synchronous webhooks of this endpoint.
     pub hooks: Option<crate::webhooks::EndpointHooks>,
+    /// JWT authentication, when the endpoint has an `auth` table.
+    pub auth: Option<Arc<JwtAuth>>,
 }
 
 /// The merged, checked configuration.
@@ -142,6 +152,10 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// Lifecycle webhooks, when `[webhooks]` is set.
     pub webhooks: Option<Arc<crate::webhooks::LifecycleSettings>>,
+    /// Per-address and REST limits (`[limits]`).
+    pub limits: Limits,
+    /// CORS for the REST API (`[cors]`; checked at load).
+    pub cors: CorsConfig,
 }
 
 impl Config {
@@ -156,6 +170,20 @@ impl Config {
 
     /// Merges a parsed file with the overrides.
     pub fn merge(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
+        // Key files named in the config are relative to the config file's folder.
+        let base = over
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let limits_file = file.limits.clone().unwrap_or_default();
+        let limits = limits_file
+            .check()
+            .map_err(|(k, m)| invalid(format!("limits.{k}"), m))?;
+        let cors = file.cors.clone().unwrap_or_default();
+        cors.layer()
+            .map_err(|(k, m)| invalid(format!("cors.{k}"), m))?;
         let listen_s = over
             .listen
             .or(file.listen)
@@ -184,8 +212,24 @@ impl Config {
                 .coded_room_ttl_s
                 .map_or(defaults.coded_room_ttl, Duration::from_secs),
             code_digits: file.room_code_digits.unwrap_or(defaults.code_digits),
+            max_rooms: limits_file.max_rooms.unwrap_or(defaults.max_rooms),
+            code_attempts_burst: limits_file
+                .wrong_codes_burst
+                .unwrap_or(defaults.code_attempts_burst),
+            code_attempts_refill: limits_file
+                .wrong_codes_refill_s
+                .map_or(defaults.code_attempts_refill, Duration::from_secs),
             ..defaults
         };
+        if hub.max_rooms == 0 {
+            return Err(invalid("limits.max_rooms", "must be at least 1"));
+        }
+        if hub.code_attempts_burst == 0 || hub.code_attempts_refill.is_zero() {
+            return Err(invalid(
+                "limits.wrong_codes_burst",
+                "wrong_codes_burst and wrong_codes_refill_s must be at least 1",
+            ));
+        }
         if !(4..=8).contains(&hub.code_digits) {
             return Err(invalid("room_code_digits", "must be 4 to 8"));
         }
@@ -202,7 +246,7 @@ impl Config {
         };
         let mut endpoints = Vec::new();
         for (i, e) in file.endpoint.into_iter().enumerate() {
-            endpoints.push(endpoint(i, e)?);
+            endpoints.push(endpoint(i, e, &base)?);
         }
         if endpoints.is_empty() {
             endpoints.push(Endpoint {
@@ -211,6 +255,7 @@ impl Config {
                 require_origin: false,
                 accepts_per_second: 0,
                 hooks: None,
+                auth: None,
             });
         }
         for (i, a) in endpoints.iter().enumerate() {
@@ -241,6 +286,8 @@ impl Config {
                 .transpose()
                 .map_err(|e| invalid(format!("webhooks.{}", e.key), e.message))?
                 .map(Arc::new),
+            limits,
+            cors,
         })
     }
 }
@@ -256,7 +303,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
+fn endpoint(i: usize, e: EndpointConfig, base: &Path) -> Result<Endpoint, ConfigError> {
     let key = |k: &str| format!("endpoint[{i}].{k}");
     if !e.path.starts_with('/') || e.path.len() < 2 && e.path != "/" {
         return Err(invalid(key("path"), "must start with `/`"));
@@ -271,8 +318,6 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
     // Features that belong to later work are refused rather than silently ignored:
     // a deployment that asks for auth must never run without it.
     for (name, set) in [
-        ("auth", e.auth.is_some()),
-        ("rate_limit", e.rate_limit.is_some()),
         ("compression", e.compression == Some(true)),
     ] {
         if set {
@@ -368,12 +413,33 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
             "raw and echo endpoints have no joins, publishes or directs; only the connect and close hooks apply",
         ));
     }
+    // Security settings (docs/security.md).
+    let auth = match &e.auth {
+        Some(a) => Some(Arc::new(
+            JwtAuth::from_config(a, base)
+                .map_err(|(k, m)| invalid(key(&format!("auth.{k}")), m))?,
+        )),
+        None => None,
+    };
+    if let Some(a) = &auth {
+        r.verifier = Some(a.clone());
+        r.expiry_warning = a.expiry_warning();
+    }
+    if let Some(rl) = &e.rate_limit {
+        r.rate_limit = rl
+            .check()
+            .map_err(|(k, m)| invalid(key(&format!("rate_limit.{k}")), m))?;
+    }
+    if let Some(ms) = e.first_message_timeout_ms {
+        r.first_message_timeout = Duration::from_millis(ms);
+    }
     Ok(Endpoint {
         rules: Arc::new(r),
         allowed_origins: e.allowed_origins,
         require_origin: e.require_origin,
         accepts_per_second: e.accepts_per_second.unwrap_or(0),
         hooks,
+        auth,
     })
 }
 
@@ -435,5 +501,55 @@ mod tests {
         assert!(bad("[[endpoint]]\npath = \"/a\"\n[[endpoint]]\npath = \"/a\"").contains("twice"));
         assert!(bad("listen = \"nowhere\"").contains("listen"));
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn security_settings_are_read_and_checked() {
+        let file = parse(
+            r#"
+            [limits]
+            max_connections_per_ip = 3
+            max_rooms = 10
+            [cors]
+            allowed_origins = ["https://*.example.com"]
+            [[endpoint]]
+            path = "/s"
+            auth.jwt_secret = "0123456789abcdef0123456789abcdef"
+            auth.expiry_warning_ms = 5000
+            rate_limit.messages_per_second = 10
+            first_message_timeout_ms = 2000
+            "#,
+        );
+        let c = Config::merge(file, Overrides::default()).unwrap();
+        let r = &c.endpoints[0].rules;
+        assert!(c.endpoints[0].auth.is_some() && r.verifier.is_some());
+        assert_eq!(r.expiry_warning, Duration::from_millis(5000));
+        assert_eq!((r.rate_limit.per_second, r.rate_limit.burst), (10, 100));
+        assert_eq!(r.first_message_timeout, Duration::from_millis(2000));
+        assert_eq!(c.limits.max_connections_per_ip, 3);
+        assert_eq!(c.hub.max_rooms, 10);
+        let bad = |s: &str| {
+            Config::merge(parse(s), Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad("[[endpoint]]\npath = \"/s\"\nauth.required = true").contains("auth.jwt_secret")
+        );
+        assert!(
+            bad("[[endpoint]]\npath = \"/s\"\nauth.jwt_public_key = \"missing.pem\"")
+                .contains("missing.pem")
+        );
+        assert!(
+            bad("[[endpoint]]\npath = \"/s\"\nrate_limit.burst = 0").contains("rate_limit.burst")
+        );
+        assert!(bad("[limits]\nmax_header_bytes = 10").contains("limits.max_header_bytes"));
+        assert!(
+            bad("[cors]\nallowed_origins = [\"*\"]\nallow_credentials = true").contains("cors.")
+        );
+        assert!(
+            toml::from_str::<FileConfig>("[[endpoint]]\npath = \"/s\"\nauth.jwt_secrt = \"x\"")
+                .is_err()
+        );
     }
 }

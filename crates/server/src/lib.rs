@@ -7,15 +7,18 @@
 
 pub mod api;
 pub mod api_types;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod json_body;
+pub mod cors;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod origin;
+pub mod ratelimit;
 pub mod server;
 pub mod session_patch;
 pub mod transport;

@@ -20,6 +20,7 @@ use tower_service::Service;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::ratelimit::{self, AddressLimits, RestLimiter};
 use crate::web;
 use crate::webhooks::Webhooks;
 use crate::webhooks::metrics::WebhookMetrics;
@@ -28,8 +29,9 @@ use crate::ws::{self, EndpointState, RemoteAddr};
 /// The HTTP router: endpoints, REST API, health, web pages; `/metrics` renders `metrics`.
 pub fn router(hub: &Hub, config: &Config, metrics: Arc<Metrics>) -> Router {
     let mut app = Router::new();
+    let addresses = Arc::new(AddressLimits::new(&config.limits));
     for ep in &config.endpoints {
-        let state = EndpointState::new(ep.clone());
+        let state = EndpointState::new(ep.clone(), addresses.clone());
         let hub = hub.clone();
         app = app.route(
             &ep.rules.path,
@@ -43,18 +45,29 @@ pub fn router(hub: &Hub, config: &Config, metrics: Arc<Metrics>) -> Router {
         .map(|e| e.rules.clone())
         .unwrap_or_else(|| Arc::new(switchboard_hub::EndpointRules::new("/ws")));
     let default_ws = default_endpoint.path.clone();
-    app.merge(api::router(ApiState {
+    // The API's outer layers: the per-token rate limit, then CORS outermost so that a
+    // preflight is answered without a token (docs/security.md).
+    let mut api = api::router(ApiState {
         hub: hub.clone(),
         api_token: config.api_token.clone(),
         room_defaults: default_endpoint,
-    }))
-    .route("/healthz", get(api::healthz))
-    .route(
-        "/metrics",
-        get(crate::metrics::handler).with_state((hub.clone(), metrics)),
-    )
-    .route("/readyz", get(api::readyz).with_state(hub.clone()))
-    .merge(web::router(default_ws))
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        RestLimiter::new(&config.limits, config.api_token.clone()),
+        ratelimit::limit_rest,
+    ));
+    // Checked when the configuration was loaded.
+    if let Ok(Some(cors)) = config.cors.layer() {
+        api = api.layer(cors);
+    }
+    app.merge(api)
+        .route("/healthz", get(api::healthz))
+        .route(
+            "/metrics",
+            get(crate::metrics::handler).with_state((hub.clone(), metrics)),
+        )
+        .route("/readyz", get(api::readyz).with_state(hub.clone()))
+        .merge(web::router(default_ws))
 }
 
 /// How long queued lifecycle webhooks may take to go out at shutdown.
@@ -128,15 +141,19 @@ pub async fn serve(hub: Hub, config: Arc<Config>) -> std::io::Result<Running> {
                     };
                     let _ = tcp.set_nodelay(true);
                     let app = app.clone();
+                    let limits = config.limits.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                             req.extensions_mut().insert(RemoteAddr(peer));
                             let mut app = app.clone();
                             async move { app.call(req.map(axum::body::Body::new)).await }
                         });
+                        // The request head must arrive whole, within the handshake
+                        // timeout and under the size limit (431 otherwise).
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(std::time::Duration::from_secs(10))
+                            .header_read_timeout(limits.handshake_timeout)
+                            .max_buf_size(limits.max_header_bytes)
                             .serve_connection(TokioIo::new(tcp), svc)
                             .with_upgrades();
                         if let Err(e) = conn.await {

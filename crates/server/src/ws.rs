@@ -3,8 +3,10 @@
 //!
 //! Every refusal happens here, before the upgrade, as a plain HTTP answer: 400 for a
 //! request that is not a WebSocket upgrade, 426 for another protocol version, 403 for a
-//! refused origin or a `connect` hook that said no, 503 with `Retry-After` when the
-//! endpoint is full, the accept rate is exceeded or the server is shutting down.
+//! refused origin or a `connect` hook that said no, 401 for a missing or bad token (when
+//! the endpoint has `auth`), 429 with `Retry-After` when the client's address is over
+//! its connection rate or count, 503 with `Retry-After` when the endpoint is full, the
+//! accept rate is exceeded or the server is shutting down.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use switchboard_hub::auth::AuthState;
 use switchboard_hub::{ConnectInfo, ConnectRequest, Hub, Mode, driver};
 use switchboard_protocol::{Encoding, ErrorCode};
 use tokio_tungstenite::WebSocketStream;
@@ -26,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::api::error_response;
 use crate::config::Endpoint;
 use crate::origin;
+use crate::ratelimit::{AddressLimits, Refusal};
 use crate::transport::WsTransport;
 
 /// The peer address, put on each request by the accept loop.
@@ -46,14 +50,17 @@ const WRITE_BUFFER: usize = 64 * 1024;
 pub struct EndpointState {
     pub endpoint: Endpoint,
     accepts: Mutex<(f64, Instant)>,
+    /// Per-address limits, shared by every endpoint of the server.
+    addresses: Arc<AddressLimits>,
 }
 
 impl EndpointState {
-    pub fn new(endpoint: Endpoint) -> Arc<Self> {
+    pub fn new(endpoint: Endpoint, addresses: Arc<AddressLimits>) -> Arc<Self> {
         let burst = f64::from(endpoint.accepts_per_second.max(1));
         Arc::new(EndpointState {
             endpoint,
             accepts: Mutex::new((burst, Instant::now())),
+            addresses,
         })
     }
 
@@ -86,6 +93,24 @@ fn unavailable(message: &str, retry_after_s: u32) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal,
         message,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    r
+}
+
+fn refuse_address(refusal: Refusal) -> Response {
+    let (message, retry_after_s) = match refusal {
+        Refusal::Rate(wait) => (
+            "too many new connections from your address; retry shortly".to_owned(),
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+        ),
+        Refusal::Open(n) => (format!("your address already has {n} open connections"), 5),
+    };
+    let mut r = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        &message,
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
@@ -178,6 +203,40 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
     if hub.is_shutting_down() {
         return unavailable("the server is shutting down", 5);
     }
+    let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
+    // Per-address limits come before anything costlier, and before the token check, so
+    // that guessing tokens counts as connecting.
+    let address_slot = match remote.map(|a| ep.addresses.admit(a.ip())) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(slot))) => Some(slot),
+        Some(Err(refusal)) => return refuse_address(refusal),
+    };
+    let q = query_params(&req);
+    let grant = match &endpoint.auth {
+        None => None,
+        Some(auth) => match crate::auth::token_from(q.get("token"), req.headers()) {
+            Some(token) => match auth.check(token) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::debug!(path = %endpoint.rules.path, remote = ?remote, error = %e, "token refused");
+                    return refuse(
+                        StatusCode::UNAUTHORIZED,
+                        ErrorCode::Unauthorized,
+                        &e.to_string(),
+                    );
+                }
+            },
+            None if auth.required() => {
+                let e = crate::auth::AuthError::Missing;
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    &e.to_string(),
+                );
+            }
+            None => None,
+        },
+    };
     if !ep.admit() {
         return unavailable("too many new connections; retry shortly", 1);
     }
@@ -188,22 +247,33 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
         Mode::Protocol => choose_encoding(headers),
         Mode::Raw | Mode::Echo => (Encoding::Json, None),
     };
-    let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
-    let q = query_params(&req);
+    // An authenticated subject wins over the `client_id` query parameter (§3.1).
+    let (client_id, meta, auth) = match grant {
+        Some(g) => {
+            let state = AuthState::from_grant(&g);
+            (Some(g.client_id), g.meta, Some(state))
+        }
+        None => (
+            q.get("client_id").filter(|s| !s.is_empty()).cloned(),
+            Default::default(),
+            None,
+        ),
+    };
     let info = ConnectInfo {
-        client_id: q.get("client_id").filter(|s| !s.is_empty()).cloned(),
+        client_id,
         name: q.get("name").filter(|s| !s.is_empty()).cloned(),
         profile: q.get("profile").filter(|s| !s.is_empty()).cloned(),
         remote_addr: remote,
-        meta: Default::default(),
+        meta,
         encoding,
+        auth,
     };
     let connect = ConnectRequest {
         path: endpoint.rules.path.clone(),
         client_id: info.client_id.clone(),
         name: info.name.clone(),
         remote_addr: remote,
-        meta: Default::default(),
+        meta: info.meta.clone(),
     };
     if let Err(e) = hub.authorize_connect(&connect).await {
         let status = if e.code == ErrorCode::Unauthorized {
@@ -241,6 +311,8 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
                 .await;
         tracing::info!(connection_id = %id, client_id = conn.client_id(), path = %rules.path, remote = ?remote, "connection opened");
         let ended = driver::run(&hub, conn, WsTransport::new(ws)).await;
+        // The address's open-connection count drops only now that the socket is done.
+        drop(address_slot);
         tracing::info!(connection_id = %id, code = ?ended.code, reason = %ended.reason, "connection closed");
     });
 
