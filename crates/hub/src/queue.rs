@@ -22,7 +22,7 @@ use switchboard_protocol::{CloseCode, Encoding, ServerMessage};
 use tokio::sync::Notify;
 
 use crate::endpoint::SlowConsumer;
-use crate::frame::{Outgoing, Payload};
+use crate::frame::{FrameCompressor, Outgoing, Payload};
 
 /// A room message's place in its room, for the drop and conflate policies.
 #[derive(Debug, Clone)]
@@ -237,6 +237,22 @@ impl OutQueue {
         encoding: Encoding,
         sample: &mut Option<std::time::Instant>,
     ) -> bool {
+        self.drain_with(out, encoding, None, sample)
+    }
+
+    /// Like [`OutQueue::drain_sampled`], compressing messages with `compressor` (when
+    /// given) for a transport that negotiated compression.
+    pub fn drain_with(
+        &self,
+        out: &mut Vec<Outgoing>,
+        encoding: Encoding,
+        compressor: Option<&dyn FrameCompressor>,
+        sample: &mut Option<std::time::Instant>,
+    ) -> bool {
+        let convert = |p: &Payload| match compressor {
+            Some(c) => Outgoing::from_payload_compressed(p, encoding, c),
+            None => Outgoing::from_payload(p, encoding),
+        };
         let mut q = self.inner.lock();
         if q.finished {
             return false;
@@ -253,7 +269,7 @@ impl OutQueue {
                 from_offset: g.from,
                 to_offset: g.to,
             };
-            out.push(Outgoing::from_payload(&Payload::msg(gap), encoding));
+            out.push(convert(&Payload::msg(gap)));
         }
         out.extend(q.items.drain(..).map(|e| {
             if let Payload::Msg(frame) = &e.payload
@@ -261,7 +277,7 @@ impl OutQueue {
             {
                 *sample = Some(at);
             }
-            Outgoing::from_payload(&e.payload, encoding)
+            convert(&e.payload)
         }));
         // A burst can leave a large buffer behind; give it back so idle connections
         // stay small.
@@ -284,6 +300,17 @@ impl OutQueue {
         encoding: Encoding,
         sample: &mut Option<std::time::Instant>,
     ) -> bool {
+        self.next_batch_with(out, encoding, None, sample).await
+    }
+
+    /// Like [`OutQueue::next_batch`], compressing with `compressor` when given.
+    pub async fn next_batch_with(
+        &self,
+        out: &mut Vec<Outgoing>,
+        encoding: Encoding,
+        compressor: Option<&dyn FrameCompressor>,
+        sample: &mut Option<std::time::Instant>,
+    ) -> bool {
         loop {
             {
                 let q = self.inner.lock();
@@ -296,7 +323,7 @@ impl OutQueue {
                     || q.abort.is_some();
                 drop(q);
                 if ready {
-                    return self.drain_sampled(out, encoding, sample);
+                    return self.drain_with(out, encoding, compressor, sample);
                 }
             }
             self.notify.notified().await;

@@ -86,6 +86,13 @@ pub struct EndpointConfig {
     pub history_ttl_s: Option<u64>,
     pub events: Option<Vec<String>>,
     pub compression: Option<bool>,
+    // permessage-deflate settings (docs/compression.md); need `compression = true`.
+    pub compression_min_bytes: Option<usize>,
+    pub compression_level: Option<u32>,
+    pub compression_server_no_context_takeover: Option<bool>,
+    pub compression_client_no_context_takeover: Option<bool>,
+    pub compression_server_max_window_bits: Option<u8>,
+    pub compression_client_max_window_bits: Option<u8>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     #[serde(default)]
@@ -118,6 +125,8 @@ pub struct Endpoint {
     pub allowed_origins: Vec<String>,
     pub require_origin: bool,
     pub accepts_per_second: u32,
+    /// permessage-deflate, when enabled for this endpoint.
+    pub compression: Option<crate::deflate::DeflateConfig>,
 }
 
 /// The merged, checked configuration.
@@ -201,6 +210,7 @@ impl Config {
                 allowed_origins: Vec::new(),
                 require_origin: false,
                 accepts_per_second: 0,
+                compression: None,
             });
         }
         for (i, a) in endpoints.iter().enumerate() {
@@ -258,12 +268,21 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
         ("auth", e.auth.is_some()),
         ("hooks", e.hooks.is_some()),
         ("rate_limit", e.rate_limit.is_some()),
-        ("compression", e.compression == Some(true)),
     ] {
         if set {
             return Err(invalid(key(name), "is not supported by this build yet"));
         }
     }
+    let compression = crate::deflate::DeflateConfig::from_keys(crate::deflate::DeflateKeys {
+        compression: e.compression,
+        min_bytes: e.compression_min_bytes,
+        level: e.compression_level,
+        server_no_context_takeover: e.compression_server_no_context_takeover,
+        client_no_context_takeover: e.compression_client_no_context_takeover,
+        server_max_window_bits: e.compression_server_max_window_bits,
+        client_max_window_bits: e.compression_client_max_window_bits,
+    })
+    .map_err(|(k, message)| invalid(key(k), message))?;
     let mut r = EndpointRules::new(e.path);
     r.mode = e.mode;
     if let Some(room) = e.room {
@@ -339,6 +358,7 @@ fn endpoint(i: usize, e: EndpointConfig) -> Result<Endpoint, ConfigError> {
         allowed_origins: e.allowed_origins,
         require_origin: e.require_origin,
         accepts_per_second: e.accepts_per_second.unwrap_or(0),
+        compression,
     })
 }
 
@@ -400,5 +420,26 @@ mod tests {
         assert!(bad("[[endpoint]]\npath = \"/a\"\n[[endpoint]]\npath = \"/a\"").contains("twice"));
         assert!(bad("listen = \"nowhere\"").contains("listen"));
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn compression_keys() {
+        let c = Config::merge(
+            parse("[[endpoint]]\npath = \"/z\"\ncompression = true\ncompression_level = 1\ncompression_min_bytes = 64"),
+            Overrides::default(),
+        )
+        .unwrap();
+        let z = c.endpoints[0].compression.unwrap();
+        assert_eq!((z.level, z.min_bytes), (1, 64));
+        assert!(z.server_no_context_takeover && z.client_no_context_takeover);
+        let bad = |s: &str| {
+            Config::merge(parse(s), Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("[[endpoint]]\npath = \"/z\"\ncompression_level = 1")
+            .contains("endpoint[0].compression_level"));
+        assert!(bad("[[endpoint]]\npath = \"/z\"\ncompression = true\ncompression_server_max_window_bits = 8")
+            .contains("compression_server_max_window_bits"));
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod deflate;
 pub mod limits;
 pub mod metrics;
 pub mod origin;

@@ -188,6 +188,10 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
         Mode::Protocol => choose_encoding(headers),
         Mode::Raw | Mode::Echo => (Encoding::Json, None),
     };
+    // permessage-deflate, when the endpoint enables it and the client offers it.
+    let deflate = endpoint
+        .compression
+        .and_then(|c| crate::deflate::negotiate(headers, &c).map(|a| (a, c)));
     let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
     let q = query_params(&req);
     let info = ConnectInfo {
@@ -214,6 +218,7 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
         return refuse(status, e.code, &e.message);
     }
 
+    let extensions = deflate.as_ref().map(|(a, _)| a.response.clone());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rules = endpoint.rules.clone();
     // Registered before the 101 goes out: a client that has seen the handshake complete
@@ -230,6 +235,10 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
                 return;
             }
         };
+        if let Some((agreement, config)) = deflate {
+            crate::deflate::run(&hub, conn, TokioIo::new(upgraded), &agreement, &config).await;
+            return;
+        }
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(WRITE_BUFFER)
@@ -254,6 +263,9 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
     }
     if let Some(p) = subprotocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if let Some(ext) = extensions {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, ext);
     }
     res
 }
