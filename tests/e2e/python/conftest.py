@@ -8,7 +8,6 @@ from sbtest.fixtures import *  # noqa: F401,F403  (fixtures: server, server_conf
 # an entry once its feature lands; SWITCHBOARD_STRICT_PENDING=1 runs them as ordinary tests.
 PENDING = {
     "test_auth.py": "JWT auth (auth.*) not implemented yet",
-    "test_compression.py": "permessage-deflate (compression) not implemented yet",
     "test_hooks.py": "webhooks (hooks.*) not implemented yet",
     "test_rest.py::test_readyz_and_openapi": "GET /api/openapi.json not implemented yet",
 }
