@@ -10,7 +10,9 @@
 //! messages it gets (inflating compressed ones), and the server's CPU time is read from
 //! /proc around the publishing window. Reported per mode and payload, as medians of the
 //! runs: wire bytes per delivered message, server CPU µs per delivered message,
-//! delivered/s and p99 publish → deliver latency, with the on/off ratio.
+//! delivered/s and p99 publish → deliver latency, with the on/off ratio. With
+//! `--takeover-url` (an endpoint of the same server with server context takeover), a
+//! third mode measures per-connection compression.
 //!
 //! The client side is a minimal RFC 6455 + RFC 7692 client written here on plain TCP
 //! (tokio-tungstenite has no permessage-deflate), used for both modes so that the only
@@ -50,6 +52,10 @@ pub struct Args {
     /// Server process to measure (CPU time).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// A protocol endpoint of the same server with server context takeover
+    /// (`compression_server_no_context_takeover = false`): measured as a third mode.
+    #[arg(long)]
+    pub takeover_url: Option<String>,
 }
 
 /// Longest wait for a handshake, a join, or the last messages after publishing stops.
@@ -93,6 +99,27 @@ impl Payload {
     }
 }
 
+/// How the subscribers of a fan-out connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No permessage-deflate offer.
+    Off,
+    /// permessage-deflate with the defaults: one compression per message for everyone.
+    On,
+    /// permessage-deflate with server context takeover: a compressor per connection.
+    Takeover,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::On => "on",
+            Mode::Takeover => "takeover",
+        }
+    }
+}
+
 /// One fan-out's figures.
 #[derive(Debug, Clone, Copy)]
 struct RunResult {
@@ -105,17 +132,26 @@ struct RunResult {
 
 pub async fn run(args: &Args) -> Result<Report> {
     let target = Url::parse(&args.url)?;
-    let mut results: Vec<(Payload, bool, RunResult)> = Vec::new();
+    let takeover = args.takeover_url.as_deref().map(Url::parse).transpose()?;
+    let mut modes = vec![Mode::Off, Mode::On];
+    if takeover.is_some() {
+        modes.push(Mode::Takeover);
+    }
+    let mut results: Vec<(Payload, Mode, RunResult)> = Vec::new();
     for payload in [Payload::Small, Payload::Json1k] {
         for i in 0..args.runs {
-            for deflate in [false, true] {
-                let r = fan_out(args, &target, payload, deflate, i).await.with_context(|| {
-                    format!("{} run {} with compression {}", payload.name(), i + 1, on_off(deflate))
+            for &mode in &modes {
+                let url = match (mode, &takeover) {
+                    (Mode::Takeover, Some(t)) => t,
+                    _ => &target,
+                };
+                let r = fan_out(args, url, payload, mode, i).await.with_context(|| {
+                    format!("{} run {} with compression {}", payload.name(), i + 1, mode.name())
                 })?;
                 eprintln!(
-                    "  {:<22} {:<3} run {}: {:.0} B/msg, {} µs CPU/msg, {:.0} delivered/s, p99 {:.2} ms, lost {}",
+                    "  {:<22} {:<8} run {}: {:.0} B/msg, {} µs CPU/msg, {:.0} delivered/s, p99 {:.2} ms, lost {}",
                     payload.name(),
-                    on_off(deflate),
+                    mode.name(),
                     i + 1,
                     r.wire_bytes_per_msg,
                     r.server_cpu_us_per_msg.map_or("?".into(), |c| format!("{c:.2}")),
@@ -123,17 +159,17 @@ pub async fn run(args: &Args) -> Result<Report> {
                     r.p99_ms,
                     r.loss
                 );
-                results.push((payload, deflate, r));
+                results.push((payload, mode, r));
             }
         }
     }
     let mut report = Report::new("compression", &args.url);
     let mut rows = Vec::new();
     for payload in [Payload::Small, Payload::Json1k] {
-        let med = |deflate: bool, f: fn(&RunResult) -> Option<f64>| {
+        let med = |mode: Mode, f: fn(&RunResult) -> Option<f64>| {
             let v: Vec<f64> = results
                 .iter()
-                .filter(|(p, d, _)| *p == payload && *d == deflate)
+                .filter(|(p, m, _)| *p == payload && *m == mode)
                 .filter_map(|(_, _, r)| f(r))
                 .collect();
             median(&v)
@@ -142,7 +178,7 @@ pub async fn run(args: &Args) -> Result<Report> {
             Payload::Small => "small",
             Payload::Json1k => "json1k",
         };
-        let metrics: [(&str, &str, &str, fn(&RunResult) -> Option<f64>); 4] = [
+        let metrics: [(&str, &str, &str, fn(&RunResult) -> Option<f64>); 5] = [
             ("wire_bytes_per_msg", "wire bytes per delivered message", "B", |r| {
                 Some(r.wire_bytes_per_msg)
             }),
@@ -153,26 +189,37 @@ pub async fn run(args: &Args) -> Result<Report> {
                 Some(r.delivered_per_s)
             }),
             ("p99_ms", "p99 publish → deliver", "ms", |r| Some(r.p99_ms)),
+            ("lost", "messages lost", "msgs", |r| Some(r.loss as f64)),
         ];
         for (name, label, unit, f) in metrics {
-            let (off, on) = (med(false, f), med(true, f));
-            if let Some(v) = off {
-                report.push(&format!("{key}_off_{name}"), &format!("{} {label}, off", payload.name()), unit, v);
+            let mut row = vec![payload.name().to_owned(), format!("{label} ({unit})")];
+            let off = med(Mode::Off, f);
+            for &mode in &modes {
+                let v = med(mode, f);
+                if let Some(v) = v {
+                    report.push(
+                        &format!("{key}_{}_{name}", mode.name()),
+                        &format!("{} {label}, {}", payload.name(), mode.name()),
+                        unit,
+                        v,
+                    );
+                }
+                row.push(v.map_or("?".into(), |v| format!("{v:.2}")));
             }
-            if let Some(v) = on {
-                report.push(&format!("{key}_on_{name}"), &format!("{} {label}, on", payload.name()), unit, v);
-            }
-            rows.push(vec![
-                payload.name().to_owned(),
-                format!("{label} ({unit})"),
-                off.map_or("?".into(), |v| format!("{v:.2}")),
-                on.map_or("?".into(), |v| format!("{v:.2}")),
-                match (off, on) {
+            for &mode in &modes[1..] {
+                row.push(match (off, med(mode, f)) {
                     (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
-                    _ => "?".into(),
-                },
-            ]);
+                    _ => "-".into(),
+                });
+            }
+            rows.push(row);
         }
+    }
+    let mut header = vec!["payload", "metric"];
+    header.extend(modes.iter().map(|m| m.name()));
+    header.push("on/off");
+    if takeover.is_some() {
+        header.push("takeover/off");
     }
     eprintln!(
         "\nmedians of {} runs, {} subscribers, {} msg/s for {} s:\n{}",
@@ -180,23 +227,19 @@ pub async fn run(args: &Args) -> Result<Report> {
         args.subscribers,
         args.rate,
         args.duration_secs,
-        render_rows(&["payload", "metric", "off", "on", "on/off"], &rows)
+        render_rows(&header, &rows)
     );
     Ok(report)
 }
 
-fn on_off(deflate: bool) -> &'static str {
-    if deflate { "on" } else { "off" }
-}
-
 /// One fan-out in one mode.
-async fn fan_out(args: &Args, target: &Url, payload: Payload, deflate: bool, run: usize) -> Result<RunResult> {
-    let room = format!("bench-z-{}-{}-{run}-{}", payload as u8, on_off(deflate), std::process::id());
+async fn fan_out(args: &Args, target: &Url, payload: Payload, mode: Mode, run: usize) -> Result<RunResult> {
+    let room = format!("bench-z-{}-{}-{run}-{}", payload as u8, mode.name(), std::process::id());
     let planned = (args.rate * args.duration_secs).round().max(1.0) as u64;
     let epoch = Instant::now();
     let mut subs = Vec::with_capacity(args.subscribers);
     for _ in 0..args.subscribers {
-        let mut c = tokio::time::timeout(STEP_LIMIT, Client::connect(target, deflate))
+        let mut c = tokio::time::timeout(STEP_LIMIT, Client::connect(target, mode != Mode::Off))
             .await
             .context("handshake timed out")??;
         tokio::time::timeout(STEP_LIMIT, c.join(&room)).await.context("join timed out")??;
@@ -305,12 +348,14 @@ struct Envelope {
 }
 
 /// A minimal WebSocket client: masked text frames out; frames in, inflated when RSV1
-/// says so (the server agreed to no context takeover, so each message stands alone).
+/// says so (each message alone, or continuing the stream under server context takeover).
 struct Client {
     read: OwnedReadHalf,
     write: OwnedWriteHalf,
     buf: Vec<u8>,
     inflater: Option<Decompress>,
+    /// The server compresses with context: keep the inflater's window between messages.
+    takeover: bool,
     mask_seed: u32,
 }
 
@@ -355,15 +400,14 @@ impl Client {
         if agreed != deflate {
             bail!("permessage-deflate {} but {}", if deflate { "offered" } else { "not offered" }, if agreed { "agreed" } else { "not agreed" });
         }
-        if agreed && !head.contains("server_no_context_takeover") {
-            bail!("the server kept context takeover; this scenario inflates each message alone");
-        }
+        let takeover = agreed && !head.contains("server_no_context_takeover");
         buf.drain(..head_end);
         Ok(Client {
             read,
             write,
             buf,
             inflater: agreed.then(|| Decompress::new(false)),
+            takeover,
             mask_seed: 0x9e37_79b9,
         })
     }
@@ -418,7 +462,7 @@ impl Client {
         Ok(Some((rsv1, opcode, payload)))
     }
 
-    /// Reads until a message matching `done` arrives; returns the bytes read.
+    /// Reads the next data message into `out`; returns the bytes read off the socket.
     async fn read_message(&mut self, out: &mut Vec<u8>) -> Result<u64> {
         let mut read = 0u64;
         loop {
@@ -431,6 +475,9 @@ impl Client {
                                 .inflater
                                 .as_mut()
                                 .context("compressed frame without permessage-deflate")?;
+                            if !self.takeover {
+                                d.reset(false);
+                            }
                             inflate(d, &payload, out)?;
                         } else {
                             out.extend_from_slice(&payload);
@@ -514,9 +561,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Inflates one message compressed without context (RFC 7692 §7.2.2).
+/// Inflates one message (RFC 7692 §7.2.2), continuing `d`'s stream.
 fn inflate(d: &mut Decompress, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    d.reset(false);
     let mut input = payload.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut pos = 0usize;
