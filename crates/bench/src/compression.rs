@@ -120,6 +120,14 @@ impl Mode {
     }
 }
 
+/// A reported figure: key, label, unit, and how to read it from a run.
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&RunResult) -> Option<f64>,
+);
+
 /// One fan-out's figures.
 #[derive(Debug, Clone, Copy)]
 struct RunResult {
@@ -145,16 +153,24 @@ pub async fn run(args: &Args) -> Result<Report> {
                     (Mode::Takeover, Some(t)) => t,
                     _ => &target,
                 };
-                let r = fan_out(args, url, payload, mode, i).await.with_context(|| {
-                    format!("{} run {} with compression {}", payload.name(), i + 1, mode.name())
-                })?;
+                let r = fan_out(args, url, payload, mode, i)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{} run {} with compression {}",
+                            payload.name(),
+                            i + 1,
+                            mode.name()
+                        )
+                    })?;
                 eprintln!(
                     "  {:<22} {:<8} run {}: {:.0} B/msg, {} µs CPU/msg, {:.0} delivered/s, p99 {:.2} ms, lost {}",
                     payload.name(),
                     mode.name(),
                     i + 1,
                     r.wire_bytes_per_msg,
-                    r.server_cpu_us_per_msg.map_or("?".into(), |c| format!("{c:.2}")),
+                    r.server_cpu_us_per_msg
+                        .map_or("?".into(), |c| format!("{c:.2}")),
                     r.delivered_per_s,
                     r.p99_ms,
                     r.loss
@@ -178,17 +194,25 @@ pub async fn run(args: &Args) -> Result<Report> {
             Payload::Small => "small",
             Payload::Json1k => "json1k",
         };
-        let metrics: [(&str, &str, &str, fn(&RunResult) -> Option<f64>); 5] = [
-            ("wire_bytes_per_msg", "wire bytes per delivered message", "B", |r| {
-                Some(r.wire_bytes_per_msg)
-            }),
-            ("server_cpu_us_per_msg", "server CPU per delivered message", "µs", |r| {
-                r.server_cpu_us_per_msg
-            }),
+        let metrics: [Metric; 5] = [
+            (
+                "wire_bytes_per_msg",
+                "wire bytes per delivered message",
+                "B",
+                |r| Some(r.wire_bytes_per_msg),
+            ),
+            (
+                "server_cpu_us_per_msg",
+                "server CPU per delivered message",
+                "µs",
+                |r| r.server_cpu_us_per_msg,
+            ),
             ("delivered_per_s", "delivered messages/s", "msg/s", |r| {
                 Some(r.delivered_per_s)
             }),
-            ("p99_ms", "p99 publish → deliver", "ms", |r| Some(r.p99_ms)),
+            ("p99_ms", "p99 publish → deliver", "ms", |r| {
+                Some(r.p99_ms)
+            }),
             ("lost", "messages lost", "msgs", |r| Some(r.loss as f64)),
         ];
         for (name, label, unit, f) in metrics {
@@ -233,8 +257,19 @@ pub async fn run(args: &Args) -> Result<Report> {
 }
 
 /// One fan-out in one mode.
-async fn fan_out(args: &Args, target: &Url, payload: Payload, mode: Mode, run: usize) -> Result<RunResult> {
-    let room = format!("bench-z-{}-{}-{run}-{}", payload as u8, mode.name(), std::process::id());
+async fn fan_out(
+    args: &Args,
+    target: &Url,
+    payload: Payload,
+    mode: Mode,
+    run: usize,
+) -> Result<RunResult> {
+    let room = format!(
+        "bench-z-{}-{}-{run}-{}",
+        payload as u8,
+        mode.name(),
+        std::process::id()
+    );
     let planned = (args.rate * args.duration_secs).round().max(1.0) as u64;
     let epoch = Instant::now();
     let mut subs = Vec::with_capacity(args.subscribers);
@@ -242,13 +277,17 @@ async fn fan_out(args: &Args, target: &Url, payload: Payload, mode: Mode, run: u
         let mut c = tokio::time::timeout(STEP_LIMIT, Client::connect(target, mode != Mode::Off))
             .await
             .context("handshake timed out")??;
-        tokio::time::timeout(STEP_LIMIT, c.join(&room)).await.context("join timed out")??;
+        tokio::time::timeout(STEP_LIMIT, c.join(&room))
+            .await
+            .context("join timed out")??;
         subs.push(c);
     }
     let mut publisher = tokio::time::timeout(STEP_LIMIT, Client::connect(target, false))
         .await
         .context("publisher handshake timed out")??;
-    tokio::time::timeout(STEP_LIMIT, publisher.join(&room)).await.context("publisher join timed out")??;
+    tokio::time::timeout(STEP_LIMIT, publisher.join(&room))
+        .await
+        .context("publisher join timed out")??;
     let (end_tx, end_rx) = watch::channel(None::<tokio::time::Instant>);
     let tasks: Vec<_> = subs
         .into_iter()
@@ -271,7 +310,9 @@ async fn fan_out(args: &Args, target: &Url, payload: Payload, mode: Mode, run: u
             let msg = serde_json::json!({ "type": "publish", "room": room, "data": payload.data(t, seq) });
             publisher.send_text(msg.to_string().as_bytes()).await?;
             // The publisher is a member too: keep its socket drained.
-            while let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, publisher.read.read(&mut drain)).await {
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::ZERO, publisher.read.read(&mut drain)).await
+            {
                 if n == 0 {
                     bail!("publisher connection closed");
                 }
@@ -292,7 +333,8 @@ async fn fan_out(args: &Args, target: &Url, payload: Payload, mode: Mode, run: u
     }
     let usage = cpu.finish()?;
     drop(publisher);
-    let elapsed = Duration::from_nanos(last_ns).saturating_sub(start.into_std().duration_since(epoch));
+    let elapsed =
+        Duration::from_nanos(last_ns).saturating_sub(start.into_std().duration_since(epoch));
     let lat = LatencySummary::of(&hist);
     Ok(RunResult {
         wire_bytes_per_msg: bytes as f64 / delivered.max(1) as f64,
@@ -394,11 +436,18 @@ impl Client {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
         if !head.starts_with("http/1.1 101") {
-            bail!("upgrade refused: {}", head.lines().next().unwrap_or_default());
+            bail!(
+                "upgrade refused: {}",
+                head.lines().next().unwrap_or_default()
+            );
         }
         let agreed = head.contains("sec-websocket-extensions: permessage-deflate");
         if agreed != deflate {
-            bail!("permessage-deflate {} but {}", if deflate { "offered" } else { "not offered" }, if agreed { "agreed" } else { "not agreed" });
+            bail!(
+                "permessage-deflate {} but {}",
+                if deflate { "offered" } else { "not offered" },
+                if agreed { "agreed" } else { "not agreed" }
+            );
         }
         let takeover = agreed && !head.contains("server_no_context_takeover");
         buf.drain(..head_end);
@@ -413,7 +462,10 @@ impl Client {
     }
 
     async fn send_text(&mut self, payload: &[u8]) -> Result<()> {
-        self.mask_seed = self.mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        self.mask_seed = self
+            .mask_seed
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
         let key = self.mask_seed.to_be_bytes();
         let mut frame = Vec::with_capacity(payload.len() + 14);
         frame.push(0x81);
@@ -545,7 +597,10 @@ impl Client {
             };
             if let ("message", Some(stamp)) = (env.kind.as_str(), env.data) {
                 let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                stats::record(&mut tally.hist, Duration::from_nanos(now.saturating_sub(stamp.t)));
+                stats::record(
+                    &mut tally.hist,
+                    Duration::from_nanos(now.saturating_sub(stamp.t)),
+                );
                 tally.received += 1;
                 tally.last_ns = now;
             }
@@ -589,7 +644,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("ws://127.0.0.1:9000/deflate").unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("127.0.0.1:9000", "/deflate"));
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("127.0.0.1:9000", "/deflate")
+        );
         assert!(Url::parse("wss://x/").is_err());
     }
 

@@ -95,7 +95,11 @@ impl SharedFrame {
     /// One form is cached per encoding, for the settings (`FrameCompressor::key`) that
     /// asked first; a recipient with other settings (another endpoint's level or window)
     /// gets its own compression, uncached.
-    pub fn compressed(&self, encoding: Encoding, compressor: &dyn FrameCompressor) -> Option<Bytes> {
+    pub fn compressed(
+        &self,
+        encoding: Encoding,
+        compressor: &dyn FrameCompressor,
+    ) -> Option<Bytes> {
         let plain = self.bytes(encoding);
         if plain.len() < compressor.min_size() {
             return None;

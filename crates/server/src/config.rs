@@ -437,8 +437,10 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(bad("[[endpoint]]\npath = \"/z\"\ncompression_level = 1")
-            .contains("endpoint[0].compression_level"));
+        assert!(
+            bad("[[endpoint]]\npath = \"/z\"\ncompression_level = 1")
+                .contains("endpoint[0].compression_level")
+        );
         assert!(bad("[[endpoint]]\npath = \"/z\"\ncompression = true\ncompression_server_max_window_bits = 8")
             .contains("compression_server_max_window_bits"));
     }

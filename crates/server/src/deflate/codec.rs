@@ -77,8 +77,7 @@ pub fn inflate_into(
     for input in [compressed, &SYNC_TAIL[..]] {
         let in_before = d.total_in();
         loop {
-            let consumed =
-                usize::try_from(d.total_in() - in_before).map_err(|e| corrupt(&e))?;
+            let consumed = usize::try_from(d.total_in() - in_before).map_err(|e| corrupt(&e))?;
             if out.len() == out.capacity() {
                 // Grow towards the limit, one past it at most, so that a bomb is caught
                 // after at most `limit` bytes of output.
@@ -98,8 +97,7 @@ pub fn inflate_into(
             if status == Status::StreamEnd {
                 return Ok(true);
             }
-            let consumed =
-                usize::try_from(d.total_in() - in_before).map_err(|e| corrupt(&e))?;
+            let consumed = usize::try_from(d.total_in() - in_before).map_err(|e| corrupt(&e))?;
             if consumed == input.len() && out.len() < out.capacity() {
                 break;
             }
@@ -144,7 +142,11 @@ pub fn compress_alone(level: u32, bits: u8, input: &[u8]) -> Option<Bytes> {
 }
 
 /// Inflates one message compressed with no context, with a per-thread inflater.
-pub fn inflate_alone(compressed: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
+pub fn inflate_alone(
+    compressed: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), InflateError> {
     INFLATER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let d = slot.get_or_insert_with(|| inflater(15));
@@ -191,7 +193,10 @@ mod tests {
         let mut s = String::new();
         let mut i = 0;
         while s.len() < n {
-            s.push_str(&format!(r#"{{"id":{i},"name":"sensor-{i}","value":{}}},"#, i * 7 % 13));
+            s.push_str(&format!(
+                r#"{{"id":{i},"name":"sensor-{i}","value":{}}},"#,
+                i * 7 % 13
+            ));
             i += 1;
         }
         s.into_bytes()
@@ -232,7 +237,12 @@ mod tests {
         let (mut first, mut second) = (Vec::new(), Vec::new());
         compress_into(&mut c, &msg, &mut first).unwrap();
         compress_into(&mut c, &msg, &mut second).unwrap();
-        assert!(second.len() < first.len() / 4, "{} then {}", first.len(), second.len());
+        assert!(
+            second.len() < first.len() / 4,
+            "{} then {}",
+            first.len(),
+            second.len()
+        );
         for wire in [&first, &second] {
             let mut out = Vec::new();
             assert!(!inflate_into(&mut d, wire, 1 << 20, &mut out).unwrap());
@@ -263,7 +273,10 @@ mod tests {
         let c = compress_alone(9, 15, &zeros).unwrap();
         assert!(c.len() < 20_000);
         let mut out = Vec::new();
-        assert_eq!(inflate_alone(&c, 65536, &mut out), Err(InflateError::TooBig));
+        assert_eq!(
+            inflate_alone(&c, 65536, &mut out),
+            Err(InflateError::TooBig)
+        );
         assert!(out.capacity() <= 2 * 65536 + 4096, "{}", out.capacity());
         let mut out = Vec::new();
         inflate_alone(&c, zeros.len(), &mut out).unwrap();

@@ -103,7 +103,9 @@ pub fn parse_header(buf: &[u8], max_data: usize) -> Result<Option<Header>, Trans
 
 /// XORs `data` with the masking key (RFC 6455 §5.3), eight bytes at a time.
 pub fn unmask(data: &mut [u8], key: [u8; 4]) {
-    let k = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let k = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
     let mut chunks = data.chunks_exact_mut(8);
     for c in &mut chunks {
         let mut a = [0u8; 8];
@@ -211,12 +213,18 @@ mod tests {
         assert!(matches!(bad(0xC9, b"x"), Err(TransportError::Protocol(_)))); // RSV1 ping
         assert!(matches!(bad(0xC0, b"x"), Err(TransportError::Protocol(_)))); // RSV1 cont
         assert!(matches!(bad(0x09, b"x"), Err(TransportError::Protocol(_)))); // fragmented ping
-        assert!(matches!(bad(0x89, &[0; 126]), Err(TransportError::Protocol(_))));
+        assert!(matches!(
+            bad(0x89, &[0; 126]),
+            Err(TransportError::Protocol(_))
+        ));
         assert_eq!(bad(0x82, &[0; 101]), Err(TransportError::TooBig));
         assert!(parse_header(&[0x81, 0x01, b'x'], 100).is_err()); // unmasked
         let mut huge = vec![0x82, 0xFF];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
-        assert!(matches!(parse_header(&huge, 100), Err(TransportError::Protocol(_))));
+        assert!(matches!(
+            parse_header(&huge, 100),
+            Err(TransportError::Protocol(_))
+        ));
     }
 
     #[test]

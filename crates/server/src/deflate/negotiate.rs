@@ -60,8 +60,7 @@ fn window_bits(value: &str) -> Option<u8> {
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(value);
-    if v.is_empty() || v.len() > 2 || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0')
-    {
+    if v.is_empty() || v.len() > 2 || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') {
         return None;
     }
     v.parse().ok().filter(|b| (8..=15).contains(b))
@@ -188,7 +187,10 @@ mod tests {
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
         assert!(a.server_no_context_takeover && a.client_no_context_takeover);
-        assert_eq!((a.server_max_window_bits, a.client_max_window_bits), (15, 15));
+        assert_eq!(
+            (a.server_max_window_bits, a.client_max_window_bits),
+            (15, 15)
+        );
     }
 
     #[test]
@@ -213,7 +215,10 @@ mod tests {
             DeflateConfig::default(),
         )
         .unwrap();
-        assert_eq!((a.server_max_window_bits, a.client_max_window_bits), (10, 12));
+        assert_eq!(
+            (a.server_max_window_bits, a.client_max_window_bits),
+            (10, 12)
+        );
         let r = a.response.to_str().unwrap();
         assert!(r.contains("server_max_window_bits=10"));
         assert!(r.contains("client_max_window_bits=12"));
@@ -223,7 +228,10 @@ mod tests {
             ..DeflateConfig::default()
         };
         let a = agree(&["permessage-deflate; client_max_window_bits"], config).unwrap();
-        assert_eq!((a.server_max_window_bits, a.client_max_window_bits), (11, 10));
+        assert_eq!(
+            (a.server_max_window_bits, a.client_max_window_bits),
+            (11, 10)
+        );
         assert!(
             a.response
                 .to_str()
@@ -233,7 +241,12 @@ mod tests {
         // Without `client_max_window_bits` in the offer the client's window cannot be limited.
         let a = agree(&["permessage-deflate"], config).unwrap();
         assert_eq!(a.client_max_window_bits, 15);
-        assert!(!a.response.to_str().unwrap().contains("client_max_window_bits"));
+        assert!(
+            !a.response
+                .to_str()
+                .unwrap()
+                .contains("client_max_window_bits")
+        );
         // Quoted values are values too.
         let a = agree(
             &["permessage-deflate; server_max_window_bits=\"12\""],
@@ -268,7 +281,10 @@ mod tests {
         .unwrap();
         assert_eq!(a.server_max_window_bits, 9);
         let a = agree(
-            &["permessage-deflate; bogus", "PerMessage-Deflate ; client_max_window_bits=15"],
+            &[
+                "permessage-deflate; bogus",
+                "PerMessage-Deflate ; client_max_window_bits=15",
+            ],
             DeflateConfig::default(),
         )
         .unwrap();

@@ -70,7 +70,12 @@ pub struct DeflateTransport<S> {
 
 impl<S> DeflateTransport<S> {
     /// Wraps an upgraded socket that agreed on `agreement` under `config`.
-    pub fn new(io: S, agreement: &Agreement, config: &DeflateConfig, max_message_size: usize) -> Self {
+    pub fn new(
+        io: S,
+        agreement: &Agreement,
+        config: &DeflateConfig,
+        max_message_size: usize,
+    ) -> Self {
         let outbound = if agreement.server_no_context_takeover {
             Outbound::Shared(Arc::new(SharedDeflater {
                 level: config.level,
@@ -202,14 +207,15 @@ impl<S> DeflateTransport<S> {
         let data = if part.compressed {
             let mut out = Vec::new();
             let r = match self.inflater.as_deref_mut() {
-                Some(d) => codec::inflate_into(d, &part.data, self.max_message_size, &mut out)
-                    .map(|ended| {
+                Some(d) => codec::inflate_into(d, &part.data, self.max_message_size, &mut out).map(
+                    |ended| {
                         // The client ended its DEFLATE stream: the next message starts a
                         // fresh one.
                         if ended {
                             d.reset(false);
                         }
-                    }),
+                    },
+                ),
                 None => codec::inflate_alone(&part.data, self.max_message_size, &mut out),
             };
             match r {
