@@ -381,7 +381,8 @@ mod tests {
             self.key
         }
         fn min_size(&self) -> usize {
-            64
+            // Between the ~100-byte plain message and the one with a 200-byte key.
+            160
         }
         fn compress(&self, payload: &[u8]) -> Option<bytes::Bytes> {
             self.calls.fetch_add(1, Ordering::Relaxed);
