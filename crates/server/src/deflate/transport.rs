@@ -153,7 +153,10 @@ impl<S> DeflateTransport<S> {
         let payload = &self.rbuf[..h.len];
         match h.opcode {
             OP_PING => {
-                frames::write_frame(&mut self.control, OP_PONG, false, payload);
+                // Nothing, not even a pong, may follow our close frame.
+                if !self.close_sent {
+                    frames::write_frame(&mut self.control, OP_PONG, false, payload);
+                }
                 Ok(Some(Incoming::Ping))
             }
             OP_PONG => Ok(Some(Incoming::Pong(Bytes::copy_from_slice(payload)))),
