@@ -44,6 +44,8 @@ impl Transport for Plain {
                     Err(_) => continue,
                 },
                 Outgoing::Binary(b) => Message::Binary(b.clone()),
+                // Only produced for transports that offer a compressor; this one does not.
+                Outgoing::Compressed { .. } => continue,
                 Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
                     code: (*code).into(),
                     reason: reason.as_str().into(),

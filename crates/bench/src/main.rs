@@ -6,7 +6,8 @@
 //!
 //! Where to start reading:
 //! - `conn.rs`: opening many connections (paced, bounded, from many source addresses);
-//! - `idle.rs`, `fanout.rs`, `echo.rs`, `durable.rs`: the scenarios, one per file;
+//! - `idle.rs`, `fanout.rs`, `echo.rs`, `durable.rs`, `compression.rs`: the scenarios,
+//!   one per file;
 //! - `baseline.rs`: the minimal reference server measured next to Switchboard;
 //! - `compare.rs`: the headline mode running every scenario against both servers;
 //! - `stats.rs`, `report.rs`, `procfs.rs`: histograms and medians, output, /proc readings.
@@ -15,6 +16,7 @@
 
 mod baseline;
 mod compare;
+mod compression;
 mod conn;
 mod durable;
 mod echo;
@@ -57,6 +59,8 @@ enum Command {
     BaselineServer(baseline::Args),
     /// Run the scenarios against Switchboard and the baseline; print medians and ratios.
     Compare(compare::Args),
+    /// Fan-out with permessage-deflate on and off: wire bytes, CPU, rate, latency.
+    Compression(compression::Args),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,7 @@ async fn run(cli: Cli) -> Result<()> {
             Command::Durable(args) => durable::run(args).await?.emit(json),
             Command::BaselineServer(args) => baseline::run(args).await,
             Command::Compare(args) => compare::run(args, json).await,
+            Command::Compression(args) => compression::run(args).await?.emit(json),
         }
     };
     if matches!(cli.command, Command::BaselineServer(_)) {

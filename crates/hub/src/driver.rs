@@ -18,7 +18,7 @@ use crate::auth::ExpiryStep;
 use crate::clock::now_ms;
 use crate::connection::Connection;
 use crate::endpoint::Mode;
-use crate::frame::{Outgoing, Payload};
+use crate::frame::{FrameCompressor, Outgoing, Payload};
 use crate::hooks::HookSet;
 use crate::hub::Hub;
 use crate::ratelimit::{MessageLimiter, Verdict};
@@ -47,6 +47,10 @@ pub enum TransportError {
     /// A text message that is not UTF-8 (close 1007).
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    /// A message whose payload is not what its frame says, such as compressed data that
+    /// does not inflate (close 1007).
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
     /// A WebSocket protocol violation (close 1002).
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -60,7 +64,9 @@ impl TransportError {
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
             TransportError::TooBig => Some(CloseCode::TOO_BIG),
-            TransportError::InvalidUtf8 => Some(CloseCode::INVALID_PAYLOAD),
+            TransportError::InvalidUtf8 | TransportError::InvalidPayload(_) => {
+                Some(CloseCode::INVALID_PAYLOAD)
+            }
             TransportError::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
             TransportError::Io(_) => None,
         }
@@ -81,6 +87,13 @@ pub trait Transport: Send {
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Sends a ping with this payload.
     fn ping(&mut self, payload: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// A compressor whose output every connection with the same settings can share, when
+    /// the transport negotiated one: the driver then hands it [`Outgoing::Compressed`]
+    /// frames, compressed once per message for all recipients. `None` (the default):
+    /// frames come uncompressed, and the transport compresses them itself if it must.
+    fn shared_compressor(&self) -> Option<Arc<dyn FrameCompressor>> {
+        None
+    }
 }
 
 /// How a connection ended, for logs and the `close` hook.
@@ -120,9 +133,10 @@ async fn drive<T: Transport>(hub: &Hub, conn: &Arc<Connection>, transport: &mut 
     let mut batch = Vec::new();
     let mut sample = None;
     let encoding = conn.encoding();
+    let compressor = transport.shared_compressor();
     loop {
         tokio::select! {
-            more = conn.queue().next_batch(&mut batch, encoding, &mut sample) => {
+            more = conn.queue().next_batch_with(&mut batch, encoding, compressor.as_deref(), &mut sample) => {
                 let close = batch.iter().find_map(|o| match o {
                     Outgoing::Close(code, reason) => Some((*code, reason.clone())),
                     _ => None,

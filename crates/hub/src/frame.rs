@@ -4,6 +4,11 @@
 //! queue. The first writer that needs JSON encodes it and caches the bytes; every other
 //! writer reuses them (the same for MessagePack). So a room with only JSON members never
 //! pays for MessagePack, and nobody encodes a frame per recipient.
+//!
+//! The same goes for compression: a transport whose extension compresses every message
+//! independently of the ones before it (permessage-deflate without server context
+//! takeover) hands the driver a [`FrameCompressor`], and the first writer that needs the
+//! compressed form of a frame builds it once for every recipient with the same settings.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +21,8 @@ pub struct SharedFrame {
     msg: ServerMessage,
     json: OnceLock<Bytes>,
     msgpack: OnceLock<Bytes>,
+    /// The compressed forms (JSON, MessagePack), built on first use; see [`Compressed`].
+    compressed: [OnceLock<Compressed>; 2],
     /// Set on sampled room messages: when the frame was built. Only the first writer
     /// records it (`sample_taken`); unsampled frames cost writers one branch.
     sampled_at: Option<std::time::Instant>,
@@ -29,6 +36,7 @@ impl SharedFrame {
             msg,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            compressed: [OnceLock::new(), OnceLock::new()],
             sampled_at: None,
             sample_taken: std::sync::atomic::AtomicBool::new(false),
         })
@@ -40,6 +48,7 @@ impl SharedFrame {
             msg,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            compressed: [OnceLock::new(), OnceLock::new()],
             sampled_at: Some(std::time::Instant::now()),
             sample_taken: std::sync::atomic::AtomicBool::new(false),
         })
@@ -78,6 +87,54 @@ impl SharedFrame {
         })
         .clone()
     }
+
+    /// The compressed payload in `encoding` for `compressor`'s settings, compressing it on
+    /// first use; `None` when the message is sent uncompressed (below the compressor's
+    /// minimum size, or not made smaller by it).
+    ///
+    /// One form is cached per encoding, for the settings (`FrameCompressor::key`) that
+    /// asked first; a recipient with other settings (another endpoint's level or window)
+    /// gets its own compression, uncached.
+    pub fn compressed(
+        &self,
+        encoding: Encoding,
+        compressor: &dyn FrameCompressor,
+    ) -> Option<Bytes> {
+        let plain = self.bytes(encoding);
+        if plain.len() < compressor.min_size() {
+            return None;
+        }
+        let cell = &self.compressed[usize::from(encoding.is_binary())];
+        let form = cell.get_or_init(|| Compressed {
+            key: compressor.key(),
+            bytes: compressor.compress(&plain),
+        });
+        if form.key == compressor.key() {
+            form.bytes.clone()
+        } else {
+            compressor.compress(&plain)
+        }
+    }
+}
+
+/// A frame's compressed payload and the compressor settings it was built with.
+#[derive(Debug)]
+struct Compressed {
+    key: u64,
+    /// `None`: compression did not make it smaller, so it goes out plain.
+    bytes: Option<Bytes>,
+}
+
+/// Compresses whole message payloads, each independently of every other, for a
+/// transport's compression extension. Because the output depends only on the payload and
+/// the settings, it can be computed once and sent to every recipient with those settings.
+pub trait FrameCompressor: Send + Sync {
+    /// Identifies the settings: equal keys must produce identical output for equal input.
+    fn key(&self) -> u64;
+    /// Payloads shorter than this go out uncompressed.
+    fn min_size(&self) -> usize;
+    /// The compressed payload, or `None` when it would not be smaller than `payload`.
+    fn compress(&self, payload: &[u8]) -> Option<Bytes>;
 }
 
 /// One item of a connection's outbound queue.
@@ -110,6 +167,14 @@ pub enum Outgoing {
     Binary(Bytes),
     /// Close the connection with this code and reason, after everything before it.
     Close(u16, String),
+    /// A message whose payload is already compressed by the transport's
+    /// [`FrameCompressor`]; produced only for transports that offer one.
+    Compressed {
+        /// Text (true) or binary (false) message.
+        text: bool,
+        /// The compressed payload, as it goes on the wire.
+        payload: Bytes,
+    },
 }
 
 impl Outgoing {
@@ -117,6 +182,7 @@ impl Outgoing {
     pub fn len(&self) -> usize {
         match self {
             Outgoing::Text(b) | Outgoing::Binary(b) => b.len(),
+            Outgoing::Compressed { payload, .. } => payload.len(),
             Outgoing::Close(..) => 0,
         }
     }
@@ -139,6 +205,32 @@ impl Outgoing {
             }
             Payload::Raw { bytes, text: true } => Outgoing::Text(bytes.clone()),
             Payload::Raw { bytes, text: false } => Outgoing::Binary(bytes.clone()),
+        }
+    }
+
+    /// Like [`Outgoing::from_payload`], compressed with `compressor` when that is worth
+    /// it. A protocol message is compressed once for all recipients (cached in its
+    /// [`SharedFrame`]); a raw-mode frame, which is not shared, is compressed here.
+    pub fn from_payload_compressed(
+        payload: &Payload,
+        encoding: Encoding,
+        compressor: &dyn FrameCompressor,
+    ) -> Self {
+        let (compressed, text) = match payload {
+            Payload::Msg(frame) => (
+                frame.compressed(encoding, compressor),
+                !encoding.is_binary(),
+            ),
+            Payload::Raw { bytes, text } => (
+                (bytes.len() >= compressor.min_size())
+                    .then(|| compressor.compress(bytes))
+                    .flatten(),
+                *text,
+            ),
+        };
+        match compressed {
+            Some(payload) => Outgoing::Compressed { text, payload },
+            None => Outgoing::from_payload(payload, encoding),
         }
     }
 }

@@ -48,7 +48,7 @@ pub use driver::{Incoming, Transport, TransportError};
 pub use endpoint::{EndpointRules, EventSet, Mode, SlowConsumer};
 pub use error::{HubError, HubResult};
 pub use events::{HubEvent, Membership, MembershipObserver, RtEvent, RtKind};
-pub use frame::{Outgoing, Payload};
+pub use frame::{FrameCompressor, Outgoing, Payload};
 pub use hooks::{ConnectRequest, Decision, HookSet, Hooks};
 pub use hub::{Hub, HubConfig, WeakHub};
 pub use playback::{MemoryPlaybackStore, PlaybackStore};

@@ -22,7 +22,7 @@ use switchboard_protocol::{CloseCode, Encoding, ServerMessage};
 use tokio::sync::Notify;
 
 use crate::endpoint::SlowConsumer;
-use crate::frame::{Outgoing, Payload};
+use crate::frame::{FrameCompressor, Outgoing, Payload};
 
 /// A room message's place in its room, for the drop and conflate policies.
 #[derive(Debug, Clone)]
@@ -237,6 +237,22 @@ impl OutQueue {
         encoding: Encoding,
         sample: &mut Option<std::time::Instant>,
     ) -> bool {
+        self.drain_with(out, encoding, None, sample)
+    }
+
+    /// Like [`OutQueue::drain_sampled`], compressing messages with `compressor` (when
+    /// given) for a transport that negotiated compression.
+    pub fn drain_with(
+        &self,
+        out: &mut Vec<Outgoing>,
+        encoding: Encoding,
+        compressor: Option<&dyn FrameCompressor>,
+        sample: &mut Option<std::time::Instant>,
+    ) -> bool {
+        let convert = |p: &Payload| match compressor {
+            Some(c) => Outgoing::from_payload_compressed(p, encoding, c),
+            None => Outgoing::from_payload(p, encoding),
+        };
         let mut q = self.inner.lock();
         if q.finished {
             return false;
@@ -253,7 +269,7 @@ impl OutQueue {
                 from_offset: g.from,
                 to_offset: g.to,
             };
-            out.push(Outgoing::from_payload(&Payload::msg(gap), encoding));
+            out.push(convert(&Payload::msg(gap)));
         }
         out.extend(q.items.drain(..).map(|e| {
             if let Payload::Msg(frame) = &e.payload
@@ -261,7 +277,7 @@ impl OutQueue {
             {
                 *sample = Some(at);
             }
-            Outgoing::from_payload(&e.payload, encoding)
+            convert(&e.payload)
         }));
         // A burst can leave a large buffer behind; give it back so idle connections
         // stay small.
@@ -284,6 +300,17 @@ impl OutQueue {
         encoding: Encoding,
         sample: &mut Option<std::time::Instant>,
     ) -> bool {
+        self.next_batch_with(out, encoding, None, sample).await
+    }
+
+    /// Like [`OutQueue::next_batch`], compressing with `compressor` when given.
+    pub async fn next_batch_with(
+        &self,
+        out: &mut Vec<Outgoing>,
+        encoding: Encoding,
+        compressor: Option<&dyn FrameCompressor>,
+        sample: &mut Option<std::time::Instant>,
+    ) -> bool {
         loop {
             {
                 let q = self.inner.lock();
@@ -296,7 +323,7 @@ impl OutQueue {
                     || q.abort.is_some();
                 drop(q);
                 if ready {
-                    return self.drain_sampled(out, encoding, sample);
+                    return self.drain_with(out, encoding, compressor, sample);
                 }
             }
             self.notify.notified().await;
@@ -338,8 +365,80 @@ mod tests {
                 Outgoing::Text(b) => serde_json::from_slice(&b).unwrap(),
                 Outgoing::Close(code, _) => json!({"close": code}),
                 Outgoing::Binary(_) => json!("binary"),
+                Outgoing::Compressed { .. } => json!("compressed"),
             })
             .collect()
+    }
+
+    /// Counts its calls; "compresses" by keeping every other byte.
+    struct Halver {
+        key: u64,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::frame::FrameCompressor for Halver {
+        fn key(&self) -> u64 {
+            self.key
+        }
+        fn min_size(&self) -> usize {
+            // Between the ~100-byte plain message and the one with a 200-byte key.
+            160
+        }
+        fn compress(&self, payload: &[u8]) -> Option<bytes::Bytes> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Some(payload.iter().step_by(2).copied().collect())
+        }
+    }
+
+    #[test]
+    fn a_broadcast_is_compressed_once_for_every_recipient_with_the_same_settings() {
+        let (big, tag) = room_msg("r", 1, Some(&"k".repeat(200)));
+        let (small, small_tag) = room_msg("r", 2, None);
+        let queues: Vec<OutQueue> = (0..5).map(|_| OutQueue::new(16)).collect();
+        for q in &queues {
+            q.push_room(big.clone(), &tag);
+            q.push_room(small.clone(), &small_tag);
+        }
+        let c = Halver {
+            key: 1,
+            calls: Default::default(),
+        };
+        let mut outs = Vec::new();
+        for q in &queues {
+            let mut out = Vec::new();
+            q.drain_with(&mut out, Encoding::Json, Some(&c), &mut None);
+            outs.push(out);
+        }
+        assert_eq!(c.calls.load(Ordering::Relaxed), 1, "compressed once");
+        let first = match &outs[0][0] {
+            Outgoing::Compressed {
+                text: true,
+                payload,
+            } => payload.clone(),
+            other => panic!("expected a compressed frame, got {other:?}"),
+        };
+        for out in &outs {
+            // The same bytes, not a copy; the small message stays plain.
+            assert!(
+                matches!(&out[0], Outgoing::Compressed { payload, .. } if payload.as_ptr() == first.as_ptr())
+            );
+            assert!(matches!(&out[1], Outgoing::Text(_)));
+        }
+        // Other settings get their own compression, and do not replace the cached one.
+        let other = Halver {
+            key: 2,
+            calls: Default::default(),
+        };
+        let q = OutQueue::new(4);
+        q.push_room(big.clone(), &tag);
+        let mut out = Vec::new();
+        q.drain_with(&mut out, Encoding::Json, Some(&other), &mut None);
+        assert_eq!(other.calls.load(Ordering::Relaxed), 1);
+        assert!(matches!(&out[0], Outgoing::Compressed { .. }));
+        let q = OutQueue::new(4);
+        q.push_room(big, &tag);
+        q.drain_with(&mut Vec::new(), Encoding::Json, Some(&c), &mut None);
+        assert_eq!(c.calls.load(Ordering::Relaxed), 1, "still cached for key 1");
     }
 
     #[test]

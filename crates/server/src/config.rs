@@ -13,10 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_hub::{EndpointRules, EventSet, HubConfig, Mode, SlowConsumer};
 
-use crate::webhooks::SyncHook;
 use crate::auth::{AuthConfig, JwtAuth};
 use crate::cors::CorsConfig;
 use crate::ratelimit::{Limits, LimitsConfig, MessageRateConfig};
+use crate::webhooks::SyncHook;
 
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,13 @@ pub struct EndpointConfig {
     pub history_ttl_s: Option<u64>,
     pub events: Option<Vec<String>>,
     pub compression: Option<bool>,
+    // permessage-deflate settings (docs/compression.md); need `compression = true`.
+    pub compression_min_bytes: Option<usize>,
+    pub compression_level: Option<u32>,
+    pub compression_server_no_context_takeover: Option<bool>,
+    pub compression_client_no_context_takeover: Option<bool>,
+    pub compression_server_max_window_bits: Option<u8>,
+    pub compression_client_max_window_bits: Option<u8>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     #[serde(default)]
@@ -135,6 +142,8 @@ pub struct Endpoint {
     pub hooks: Option<crate::webhooks::EndpointHooks>,
     /// JWT authentication, when the endpoint has an `auth` table.
     pub auth: Option<Arc<JwtAuth>>,
+    /// permessage-deflate, when enabled for this endpoint.
+    pub compression: Option<crate::deflate::DeflateConfig>,
 }
 
 /// The merged, checked configuration.
@@ -256,6 +265,7 @@ impl Config {
                 accepts_per_second: 0,
                 hooks: None,
                 auth: None,
+                compression: None,
             });
         }
         for (i, a) in endpoints.iter().enumerate() {
@@ -315,15 +325,16 @@ fn endpoint(i: usize, e: EndpointConfig, base: &Path) -> Result<Endpoint, Config
     {
         return Err(invalid(key("path"), format!("`{}` is reserved", e.path)));
     }
-    // Features that belong to later work are refused rather than silently ignored:
-    // a deployment that asks for auth must never run without it.
-    for (name, set) in [
-        ("compression", e.compression == Some(true)),
-    ] {
-        if set {
-            return Err(invalid(key(name), "is not supported by this build yet"));
-        }
-    }
+    let compression = crate::deflate::DeflateConfig::from_keys(crate::deflate::DeflateKeys {
+        compression: e.compression,
+        min_bytes: e.compression_min_bytes,
+        level: e.compression_level,
+        server_no_context_takeover: e.compression_server_no_context_takeover,
+        client_no_context_takeover: e.compression_client_no_context_takeover,
+        server_max_window_bits: e.compression_server_max_window_bits,
+        client_max_window_bits: e.compression_client_max_window_bits,
+    })
+    .map_err(|(k, message)| invalid(key(k), message))?;
     let mut r = EndpointRules::new(e.path);
     r.mode = e.mode;
     if let Some(room) = e.room {
@@ -440,6 +451,7 @@ fn endpoint(i: usize, e: EndpointConfig, base: &Path) -> Result<Endpoint, Config
         accepts_per_second: e.accepts_per_second.unwrap_or(0),
         hooks,
         auth,
+        compression,
     })
 }
 
@@ -551,5 +563,28 @@ mod tests {
             toml::from_str::<FileConfig>("[[endpoint]]\npath = \"/s\"\nauth.jwt_secrt = \"x\"")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn compression_keys() {
+        let c = Config::merge(
+            parse("[[endpoint]]\npath = \"/z\"\ncompression = true\ncompression_level = 1\ncompression_min_bytes = 64"),
+            Overrides::default(),
+        )
+        .unwrap();
+        let z = c.endpoints[0].compression.unwrap();
+        assert_eq!((z.level, z.min_bytes), (1, 64));
+        assert!(z.server_no_context_takeover && z.client_no_context_takeover);
+        let bad = |s: &str| {
+            Config::merge(parse(s), Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad("[[endpoint]]\npath = \"/z\"\ncompression_level = 1")
+                .contains("endpoint[0].compression_level")
+        );
+        assert!(bad("[[endpoint]]\npath = \"/z\"\ncompression = true\ncompression_server_max_window_bits = 8")
+            .contains("compression_server_max_window_bits"));
     }
 }

@@ -123,7 +123,8 @@ where
                 match o {
                     Outgoing::Text(b) => frame_into(&mut self.scratch, OPCODE_TEXT, b),
                     Outgoing::Binary(b) => frame_into(&mut self.scratch, OPCODE_BINARY, b),
-                    Outgoing::Close(..) => {}
+                    // Only for transports that negotiated compression (`crate::deflate`).
+                    Outgoing::Compressed { .. } | Outgoing::Close(..) => {}
                 }
             }
             let io = self.ws.get_mut();

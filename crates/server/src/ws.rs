@@ -247,6 +247,10 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
         Mode::Protocol => choose_encoding(headers),
         Mode::Raw | Mode::Echo => (Encoding::Json, None),
     };
+    // permessage-deflate, when the endpoint enables it and the client offers it.
+    let deflate = endpoint
+        .compression
+        .and_then(|c| crate::deflate::negotiate(headers, &c).map(|a| (a, c)));
     // An authenticated subject wins over the `client_id` query parameter (§3.1).
     let (client_id, meta, auth) = match grant {
         Some(g) => {
@@ -284,6 +288,7 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
         return refuse(status, e.code, &e.message);
     }
 
+    let extensions = deflate.as_ref().map(|(a, _)| a.response.clone());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let rules = endpoint.rules.clone();
     // Registered before the 101 goes out: a client that has seen the handshake complete
@@ -300,6 +305,10 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
                 return;
             }
         };
+        if let Some((agreement, config)) = deflate {
+            crate::deflate::run(&hub, conn, TokioIo::new(upgraded), &agreement, &config).await;
+            return;
+        }
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(WRITE_BUFFER)
@@ -326,6 +335,9 @@ pub async fn upgrade(hub: Hub, ep: Arc<EndpointState>, mut req: Request) -> Resp
     }
     if let Some(p) = subprotocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if let Some(ext) = extensions {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, ext);
     }
     res
 }

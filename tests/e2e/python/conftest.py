@@ -7,7 +7,6 @@ from sbtest.fixtures import *  # noqa: F401,F403  (fixtures: server, server_conf
 # prefix. They still run and are reported (xfail / XPASS) but do not fail the suite. Delete
 # an entry once its feature lands; SWITCHBOARD_STRICT_PENDING=1 runs them as ordinary tests.
 PENDING = {
-    "test_compression.py": "permessage-deflate (compression) not implemented yet",
 }
 
 

@@ -58,6 +58,7 @@ pub fn drain(c: &Connection) -> Vec<Value> {
             Outgoing::Text(b) => serde_json::from_slice(&b).unwrap(),
             Outgoing::Close(code, _) => json!({"close": code}),
             Outgoing::Binary(_) => json!("binary"),
+            Outgoing::Compressed { .. } => json!("compressed"),
         })
         .collect()
 }
