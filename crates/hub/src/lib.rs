@@ -20,6 +20,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod codes;
 pub mod connection;
 pub mod dispatch;
@@ -38,6 +39,7 @@ pub mod stats;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
+pub use cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember};
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};
 pub use endpoint::{EndpointRules, EventSet, Mode, SlowConsumer};

@@ -235,6 +235,7 @@ async fn history(
             "`limit` must be at least 1".into(),
         ));
     }
+    s.hub.cluster_refresh(&id).await;
     let (epoch, offset, messages) = s
         .hub
         .history(&id, q.since, limit.min(1000))
@@ -296,7 +297,7 @@ async fn broadcast(
 }
 
 async fn list_connections(State(s): State<ApiState>) -> ApiResult {
-    let conns = s.hub.connections();
+    let conns = s.hub.connections().await;
     ok(json!({"count": conns.len(), "connections": conns}))
 }
 
@@ -304,6 +305,7 @@ async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
     let c = s
         .hub
         .client_info(&id)
+        .await
         .ok_or_else(|| not_found(format!("no connection `{id}`")))?;
     ok(json!({"connection": c}))
 }
@@ -322,12 +324,12 @@ async fn send_direct(
     body: Result<Json<DataBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
-    s.hub.send(&id, b.data)?;
+    s.hub.send(&id, b.data).await?;
     ok(json!({"sent": true}))
 }
 
 async fn disconnect(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    s.hub.disconnect(&id, 1000, "disconnected by the server")?;
+    s.hub.disconnect(&id, 1000, "disconnected by the server").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -55,6 +55,37 @@ pub struct FileConfig {
     pub discovery: Option<DiscoveryConfig>,
     #[serde(default)]
     pub endpoint: Vec<EndpointConfig>,
+    /// `[cluster]`: tuning of cluster mode (`redis`).
+    #[serde(default)]
+    pub cluster: ClusterTuning,
+}
+
+/// `[cluster]`: how nodes sharing a Redis watch each other (used with `redis` only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTuning {
+    /// Prefix of every Redis key and channel (several clusters may share one Redis).
+    pub prefix: String,
+    /// How often a node announces itself.
+    pub heartbeat_ms: u64,
+    /// A node silent this long is dead: its members leave presence everywhere.
+    pub node_ttl_ms: u64,
+    /// How long a room's offsets, epoch and history outlive its last message.
+    pub room_ttl_s: u64,
+    /// Messages kept per room in Redis for recovery on any node.
+    pub stream_len: usize,
+}
+
+impl Default for ClusterTuning {
+    fn default() -> Self {
+        ClusterTuning {
+            prefix: "switchboard".into(),
+            heartbeat_ms: 10_000,
+            node_ttl_ms: 30_000,
+            room_ttl_s: 24 * 3600,
+            stream_len: 1000,
+        }
+    }
 }
 
 /// `[discovery]`: answering LAN discovery probes.
@@ -133,6 +164,7 @@ pub struct Config {
     pub hub: HubConfig,
     pub discovery: DiscoveryConfig,
     pub endpoints: Vec<Endpoint>,
+    pub cluster: ClusterTuning,
 }
 
 impl Config {
@@ -225,6 +257,7 @@ impl Config {
             hub,
             discovery: file.discovery.unwrap_or_default(),
             endpoints,
+            cluster: file.cluster,
         })
     }
 }
