@@ -419,7 +419,13 @@ impl Hub {
                 format!("cluster unavailable, message not delivered: {why}"),
             ));
         }
-        if self.inner.cluster.diverged.lock().insert(room.id_arc().clone()) {
+        if self
+            .inner
+            .cluster
+            .diverged
+            .lock()
+            .insert(room.id_arc().clone())
+        {
             tracing::warn!(room = room.id(), error = %why, "broker unreachable: serving the room on this node alone");
             st.epoch = new_epoch();
             st.history.clear();
@@ -558,7 +564,11 @@ impl Hub {
         } else {
             None
         };
-        (all.into_iter().map(|(_, m)| m).collect(), count, next_cursor)
+        (
+            all.into_iter().map(|(_, m)| m).collect(),
+            count,
+            next_cursor,
+        )
     }
 }
 

@@ -143,7 +143,10 @@ impl RedisBroker {
         self.shared.config.room_ttl.as_millis() as u64
     }
 
-    async fn sub(&self, make: impl FnOnce(oneshot::Sender<bool>) -> SubCommand) -> Result<(), BrokerError> {
+    async fn sub(
+        &self,
+        make: impl FnOnce(oneshot::Sender<bool>) -> SubCommand,
+    ) -> Result<(), BrokerError> {
         let (tx, rx) = oneshot::channel();
         self.shared
             .sub_tx
@@ -159,7 +162,12 @@ impl RedisBroker {
     }
 
     /// Messages of `room` with offsets `from..=to` still in its stream, oldest first.
-    pub(crate) async fn range(&self, room: &str, from: u64, to: u64) -> Result<Vec<Envelope>, ClusterError> {
+    pub(crate) async fn range(
+        &self,
+        room: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Envelope>, ClusterError> {
         let mut conn = self.conn();
         let reply: redis::RedisResult<Vec<(String, Vec<(String, Vec<u8>)>)>> = redis::cmd("XRANGE")
             .arg(self.keys().log(room))
@@ -172,7 +180,12 @@ impl RedisBroker {
             .into_iter()
             .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
             .filter_map(|payload| match wire::decode_room(&payload) {
-                Ok(RoomWire::Message { o, e, message, except }) => Some(wire::envelope(o, e, message, except)),
+                Ok(RoomWire::Message {
+                    o,
+                    e,
+                    message,
+                    except,
+                }) => Some(wire::envelope(o, e, message, except)),
                 _ => None,
             })
             .collect())
@@ -182,9 +195,14 @@ impl RedisBroker {
     pub(crate) async fn other_nodes(&self) -> Result<Vec<String>, ClusterError> {
         let mut conn = self.conn();
         let since = now_ms() - self.shared.config.node_ttl.as_millis() as i64;
-        let nodes: redis::RedisResult<Vec<String>> = conn.zrangebyscore(self.keys().nodes(), since, "+inf").await;
+        let nodes: redis::RedisResult<Vec<String>> =
+            conn.zrangebyscore(self.keys().nodes(), since, "+inf").await;
         let me = self.node();
-        Ok(self.answered(nodes)?.into_iter().filter(|n| n != me).collect())
+        Ok(self
+            .answered(nodes)?
+            .into_iter()
+            .filter(|n| n != me)
+            .collect())
     }
 }
 
@@ -236,7 +254,8 @@ impl Broker for RedisBroker {
     }
 
     fn is_ready(&self) -> bool {
-        self.shared.subscribed.load(Ordering::Relaxed) && self.shared.commands_ok.load(Ordering::Relaxed)
+        self.shared.subscribed.load(Ordering::Relaxed)
+            && self.shared.commands_ok.load(Ordering::Relaxed)
     }
 
     async fn position(
@@ -264,9 +283,12 @@ impl Broker for RedisBroker {
         let mut messages: Vec<Envelope> = log
             .iter()
             .filter_map(|p| match wire::decode_room(p) {
-                Ok(RoomWire::Message { o, e, message, except }) if e == epoch => {
-                    Some(wire::envelope(o, e, message, except))
-                }
+                Ok(RoomWire::Message {
+                    o,
+                    e,
+                    message,
+                    except,
+                }) if e == epoch => Some(wire::envelope(o, e, message, except)),
                 _ => None,
             })
             .collect();
@@ -304,7 +326,8 @@ impl Broker for RedisBroker {
         } else {
             pipe.hdel(k.members(&room), &id).ignore();
         }
-        pipe.pexpire(k.members(&room), self.ttl_ms() as i64).ignore();
+        pipe.pexpire(k.members(&room), self.ttl_ms() as i64)
+            .ignore();
         pipe.publish(k.room_channel(&room), payload).ignore();
         let mut conn = self.conn();
         let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;

@@ -24,7 +24,11 @@ use crate::wire::RoomWire;
 /// Index changes written in one pipeline, at most.
 const INDEX_BATCH: usize = 256;
 
-pub(crate) fn spawn(broker: RedisBroker, hub: WeakHub, mut index: mpsc::Receiver<(ConnectionInfo, bool)>) {
+pub(crate) fn spawn(
+    broker: RedisBroker,
+    hub: WeakHub,
+    mut index: mpsc::Receiver<(ConnectionInfo, bool)>,
+) {
     let writer = broker.clone();
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(INDEX_BATCH);
@@ -56,22 +60,29 @@ fn index_ttl_ms(broker: &RedisBroker) -> i64 {
     (broker.shared.config.node_ttl.as_millis() * 3) as i64
 }
 
-async fn write_index(broker: &RedisBroker, batch: &[(ConnectionInfo, bool)]) -> Result<(), ClusterError> {
+async fn write_index(
+    broker: &RedisBroker,
+    batch: &[(ConnectionInfo, bool)],
+) -> Result<(), ClusterError> {
     let k = broker.keys();
     let me = broker.node();
     let mut pipe = redis::pipe();
     for (info, open) in batch {
         if *open {
-            let json = serde_json::to_string(info).map_err(|e| ClusterError::Data(e.to_string()))?;
-            pipe.hset(k.node_conns(me), &info.connection_id, json).ignore();
+            let json =
+                serde_json::to_string(info).map_err(|e| ClusterError::Data(e.to_string()))?;
+            pipe.hset(k.node_conns(me), &info.connection_id, json)
+                .ignore();
             pipe.hincr(k.node_clients(me), &info.client_id, 1).ignore();
         } else {
             pipe.hdel(k.node_conns(me), &info.connection_id).ignore();
             pipe.hincr(k.node_clients(me), &info.client_id, -1).ignore();
         }
     }
-    pipe.pexpire(k.node_conns(me), index_ttl_ms(broker)).ignore();
-    pipe.pexpire(k.node_clients(me), index_ttl_ms(broker)).ignore();
+    pipe.pexpire(k.node_conns(me), index_ttl_ms(broker))
+        .ignore();
+    pipe.pexpire(k.node_clients(me), index_ttl_ms(broker))
+        .ignore();
     let mut conn = broker.conn();
     let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
     broker.answered(r)
@@ -153,8 +164,12 @@ async fn reap(broker: &RedisBroker) -> Result<(), ClusterError> {
             }
         }
         let mut pipe = redis::pipe();
-        pipe.del(&[k.node_conns(&node), k.node_clients(&node), k.node_rooms(&node)])
-            .ignore();
+        pipe.del(&[
+            k.node_conns(&node),
+            k.node_clients(&node),
+            k.node_rooms(&node),
+        ])
+        .ignore();
         pipe.zrem(k.nodes(), &node).ignore();
         let () = pipe.query_async(&mut conn).await?;
         tracing::info!(node, members = left, "reaped a dead node");

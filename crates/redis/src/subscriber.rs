@@ -50,7 +50,8 @@ pub(crate) async fn spawn(
 }
 
 async fn subscribe_node(broker: &RedisBroker, sink: &mut PubSubSink) -> Result<(), ClusterError> {
-    sink.subscribe(broker.keys().node_channel(broker.node())).await?;
+    sink.subscribe(broker.keys().node_channel(broker.node()))
+        .await?;
     sink.subscribe(broker.keys().all_channel()).await?;
     Ok(())
 }
@@ -113,7 +114,10 @@ async fn run(
         sink = new_sink;
         stream = new_stream;
         broker.shared.subscribed.store(true, Ordering::Relaxed);
-        tracing::info!(rooms = rooms.len(), "Redis pub/sub reconnected; resynchronising rooms");
+        tracing::info!(
+            rooms = rooms.len(),
+            "Redis pub/sub reconnected; resynchronising rooms"
+        );
         let Some(h) = hub.upgrade() else { return };
         // In its own task: resync publishes presence and reads positions through the
         // command connection, while this task goes on delivering.
@@ -132,13 +136,19 @@ async fn change(
         SubCommand::Subscribe(room, reply) => {
             let channel = broker.keys().room_channel(&room);
             rooms.insert(room);
-            let ok = matches!(tokio::time::timeout(timeout, sink.subscribe(channel)).await, Ok(Ok(())));
+            let ok = matches!(
+                tokio::time::timeout(timeout, sink.subscribe(channel)).await,
+                Ok(Ok(()))
+            );
             let _ = reply.send(ok);
         }
         SubCommand::Unsubscribe(room, reply) => {
             let channel = broker.keys().room_channel(&room);
             rooms.remove(&room);
-            let ok = matches!(tokio::time::timeout(timeout, sink.unsubscribe(channel)).await, Ok(Ok(())));
+            let ok = matches!(
+                tokio::time::timeout(timeout, sink.unsubscribe(channel)).await,
+                Ok(Ok(()))
+            );
             let _ = reply.send(ok);
         }
     }
@@ -164,7 +174,12 @@ async fn handle(broker: &RedisBroker, hub: &switchboard_hub::Hub, msg: redis::Ms
     let payload = msg.get_payload_bytes();
     if let Some(room) = broker.keys().room_of_channel(channel) {
         match wire::decode_room(payload) {
-            Ok(RoomWire::Message { o, e, message, except }) => {
+            Ok(RoomWire::Message {
+                o,
+                e,
+                message,
+                except,
+            }) => {
                 deliver(broker, hub, room, wire::envelope(o, e, message, except)).await;
             }
             Ok(RoomWire::Presence(change)) => hub.apply_presence(change),

@@ -82,7 +82,12 @@ mod tests {
         let body = message_body(&m, &["x".into()]).unwrap();
         let payload = format!("{{\"k\":\"m\",\"o\":7,\"e\":\"ep\",{body}");
         match decode_room(payload.as_bytes()).unwrap() {
-            RoomWire::Message { o, e, message, except } => {
+            RoomWire::Message {
+                o,
+                e,
+                message,
+                except,
+            } => {
                 assert_eq!((o, e.as_str()), (7, "ep"));
                 assert_eq!(message.data, m.data, "large integers survive");
                 assert_eq!(except, vec!["x".to_owned()]);

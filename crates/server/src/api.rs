@@ -329,7 +329,9 @@ async fn send_direct(
 }
 
 async fn disconnect(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    s.hub.disconnect(&id, 1000, "disconnected by the server").await?;
+    s.hub
+        .disconnect(&id, 1000, "disconnected by the server")
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -18,6 +18,12 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A client and what it received while waiting for something else.
+struct Client {
+    ws: Ws,
+    backlog: std::collections::VecDeque<Value>,
+}
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Heartbeats fast enough for a test: a dead node is noticed within about 2 s.
@@ -167,19 +173,26 @@ impl Node {
 
 // ---- clients ----------------------------------------------------------------------
 
-async fn connect(node: &Node, client_id: &str) -> Ws {
+async fn connect(node: &Node, client_id: &str) -> Client {
     let url = format!("ws://{}/ws?client_id={client_id}", node.addr);
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
         .await
         .unwrap()
         .unwrap();
-    until(&mut ws, "welcome").await;
-    ws
+    let mut c = Client {
+        ws,
+        backlog: Default::default(),
+    };
+    until(&mut c, "welcome").await;
+    c
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
+async fn next_json(c: &mut Client) -> Value {
+    if let Some(v) = c.backlog.pop_front() {
+        return v;
+    }
     loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
+        let m = tokio::time::timeout(WAIT, c.ws.next())
             .await
             .expect("timed out")
             .expect("ended")
@@ -190,7 +203,7 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-async fn until(ws: &mut Ws, ty: &str) -> Value {
+async fn until(ws: &mut Client, ty: &str) -> Value {
     loop {
         let v = next_json(ws).await;
         if v["type"] == ty {
@@ -199,11 +212,11 @@ async fn until(ws: &mut Ws, ty: &str) -> Value {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
+async fn send(c: &mut Client, v: Value) {
+    c.ws.send(Message::text(v.to_string())).await.unwrap();
 }
 
-async fn join(ws: &mut Ws, room: &str, since: Option<Value>) -> Value {
+async fn join(ws: &mut Client, room: &str, since: Option<Value>) -> Value {
     let mut req = json!({"type":"join","room":room,"id":"j"});
     if let Some(s) = since {
         req["since"] = s;
@@ -212,19 +225,30 @@ async fn join(ws: &mut Ws, room: &str, since: Option<Value>) -> Value {
     until(ws, "joined").await
 }
 
-async fn publish(ws: &mut Ws, room: &str, data: Value) -> u64 {
-    send(ws, json!({"type":"publish","room":room,"data":data,"id":"p"})).await;
-    loop {
-        let v = next_json(ws).await;
+async fn publish(c: &mut Client, room: &str, data: Value) -> u64 {
+    send(
+        c,
+        json!({"type":"publish","room":room,"data":data,"id":"p"}),
+    )
+    .await;
+    let mut other = Vec::new();
+    let offset = loop {
+        let v = next_json(c).await;
         if v["id"] == "p" {
             assert_eq!(v["type"], "ack", "publish refused: {v}");
-            return v["offset"].as_u64().unwrap();
+            break v["offset"].as_u64().unwrap();
         }
+        other.push(v);
+    };
+    // Keep what came meanwhile, in order, ahead of anything not read yet.
+    for v in other.into_iter().rev() {
+        c.backlog.push_front(v);
     }
+    offset
 }
 
 /// The next `n` room messages' offsets and data.
-async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
+async fn messages(ws: &mut Client, n: usize) -> Vec<(u64, Value)> {
     let mut out = Vec::new();
     while out.len() < n {
         let v = next_json(ws).await;
@@ -307,7 +331,11 @@ async fn three_nodes_share_one_order_and_recovery_crosses_nodes() {
         acked.push(publish(&mut b, "lobby", json!({"from":"b","i":i})).await);
     }
     acked.sort_unstable();
-    assert_eq!(acked, (1..=20).collect::<Vec<_>>(), "offsets are unique and dense");
+    assert_eq!(
+        acked,
+        (1..=20).collect::<Vec<_>>(),
+        "offsets are unique and dense"
+    );
     let seen_c = messages(&mut c, 20).await;
     let offsets: Vec<u64> = seen_c.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
@@ -335,7 +363,11 @@ async fn three_nodes_share_one_order_and_recovery_crosses_nodes() {
     assert_eq!(rec, vec![21, 22, 23, 24, 25]);
     // A node that never had the room serves its history too.
     let mut d = connect(&n2, "d").await;
-    send(&mut d, json!({"type":"join","room":"lobby","since":{"offset":23,"epoch":epoch}})).await;
+    send(
+        &mut d,
+        json!({"type":"join","room":"lobby","since":{"offset":23,"epoch":epoch}}),
+    )
+    .await;
     let j = until(&mut d, "joined").await;
     assert_eq!(j["offset"], 25);
     assert_eq!(j["recovered"].as_array().unwrap().len(), 2);
@@ -362,7 +394,10 @@ async fn directs_presence_and_rest_work_from_any_node() {
         .map(|m| m["client_id"].as_str().unwrap())
         .collect();
     assert_eq!(j["members_count"], 2, "{j}");
-    assert!(members.contains(&"alice") && members.contains(&"bob"), "{j}");
+    assert!(
+        members.contains(&"alice") && members.contains(&"bob"),
+        "{j}"
+    );
     let pj = until(&mut a, "presence_join").await;
     assert_eq!(pj["member"]["client_id"], "bob");
     let b_id = pj["member"]["connection_id"].as_str().unwrap().to_owned();
@@ -372,14 +407,29 @@ async fn directs_presence_and_rest_work_from_any_node() {
     assert_eq!(p["count"], 2, "{p}");
 
     // WebSocket direct, by client id and by connection id, across nodes.
-    send(&mut a, json!({"type":"direct","to":"bob","data":"hi","id":"d1"})).await;
+    send(
+        &mut a,
+        json!({"type":"direct","to":"bob","data":"hi","id":"d1"}),
+    )
+    .await;
     let ack = until(&mut a, "ack").await;
     assert_eq!(ack["id"], "d1");
     let d = until(&mut b, "direct").await;
-    assert_eq!((d["from"].as_str(), d["data"].as_str()), (Some("alice"), Some("hi")));
-    send(&mut a, json!({"type":"direct","to":b_id,"data":"again","id":"d2"})).await;
+    assert_eq!(
+        (d["from"].as_str(), d["data"].as_str()),
+        (Some("alice"), Some("hi"))
+    );
+    send(
+        &mut a,
+        json!({"type":"direct","to":b_id,"data":"again","id":"d2"}),
+    )
+    .await;
     assert_eq!(until(&mut b, "direct").await["data"], "again");
-    send(&mut a, json!({"type":"direct","to":"nobody","data":1,"id":"d3"})).await;
+    send(
+        &mut a,
+        json!({"type":"direct","to":"nobody","data":1,"id":"d3"}),
+    )
+    .await;
     let e = until(&mut a, "error").await;
     assert_eq!(e["code"], "NOT_FOUND");
 
@@ -388,7 +438,10 @@ async fn directs_presence_and_rest_work_from_any_node() {
     assert_eq!(s, 200);
     assert_eq!(list["count"], 2, "cluster-wide list: {list}");
     let (s, one) = http(n1.addr, "GET", &format!("/api/connections/{b_id}"), None).await;
-    assert_eq!((s, one["connection"]["client_id"].as_str()), (200, Some("bob")));
+    assert_eq!(
+        (s, one["connection"]["client_id"].as_str()),
+        (200, Some("bob"))
+    );
     let (s, _) = http(
         n1.addr,
         "POST",
@@ -398,11 +451,26 @@ async fn directs_presence_and_rest_work_from_any_node() {
     .await;
     assert_eq!(s, 200);
     let d = until(&mut b, "direct").await;
-    assert_eq!((d["from"].as_str(), d["data"].as_str()), (Some("server"), Some("from rest")));
-    let (s, _) = http(n1.addr, "POST", "/api/rooms/side/join", Some(json!({"connection_id": b_id}))).await;
+    assert_eq!(
+        (d["from"].as_str(), d["data"].as_str()),
+        (Some("server"), Some("from rest"))
+    );
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms/side/join",
+        Some(json!({"connection_id": b_id})),
+    )
+    .await;
     // The room does not exist on node 1; the join is carried out by node 2.
     assert!(s == 200 || s == 404, "join status {s}");
-    let (s, _) = http(n1.addr, "POST", "/api/broadcast", Some(json!({"data":"all"}))).await;
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/broadcast",
+        Some(json!({"data":"all"})),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(until(&mut b, "event").await["data"], "all");
     let (s, _) = http(n1.addr, "DELETE", "/api/rooms/room", None).await;
@@ -412,7 +480,7 @@ async fn directs_presence_and_rest_work_from_any_node() {
     assert_eq!(s, 204);
     let closed = tokio::time::timeout(WAIT, async {
         loop {
-            match b.next().await {
+            match b.ws.next().await {
                 Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => {}
                 _ => return None,
@@ -441,19 +509,31 @@ async fn a_killed_node_leaves_presence_everywhere() {
     until(&mut a, "presence_join").await;
     let mut b = connect(&n2, "b").await;
     join(&mut b, "watch", None).await;
-    assert_eq!(until(&mut a, "presence_join").await["member"]["client_id"], "b");
-    assert_eq!(until(&mut c, "presence_join").await["member"]["client_id"], "b");
+    assert_eq!(
+        until(&mut a, "presence_join").await["member"]["client_id"],
+        "b"
+    );
+    assert_eq!(
+        until(&mut c, "presence_join").await["member"]["client_id"],
+        "b"
+    );
     n2.kill9().await;
     let started = std::time::Instant::now();
     // node_ttl 1.5 s + heartbeat 0.3 s: well within the wait.
     let left = until(&mut a, "presence_leave").await;
     assert_eq!(left["member"]["client_id"], "b");
-    assert_eq!(until(&mut c, "presence_leave").await["member"]["client_id"], "b");
+    assert_eq!(
+        until(&mut c, "presence_leave").await["member"]["client_id"],
+        "b"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     send(&mut a, json!({"type":"presence","room":"watch","id":"q"})).await;
     assert_eq!(until(&mut a, "presence").await["count"], 2);
     let (_, list) = http(n1.addr, "GET", "/api/connections", None).await;
-    assert_eq!(list["count"], 2, "the dead node's connections are gone: {list}");
+    assert_eq!(
+        list["count"], 2,
+        "the dead node's connections are gone: {list}"
+    );
     drop(redis);
 }
 
@@ -481,7 +561,10 @@ async fn redis_restarted_mid_traffic_reports_the_hole() {
     // Each node keeps serving its own members.
     let o = publish(&mut a, "live", json!("alone")).await;
     assert_eq!(o, 6);
-    assert_eq!(messages(&mut a, 6).await.last().unwrap(), &(6, json!("alone")));
+    assert_eq!(
+        messages(&mut a, 6).await.last().unwrap(),
+        &(6, json!("alone"))
+    );
     let o = publish(&mut b, "live", json!("alone too")).await;
     assert_eq!(o, 6, "node 2 numbers on from what its members saw");
 
