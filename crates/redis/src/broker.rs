@@ -169,7 +169,7 @@ impl RedisBroker {
         to: u64,
     ) -> Result<Vec<Envelope>, ClusterError> {
         let mut conn = self.conn();
-        let reply: redis::RedisResult<Vec<(String, Vec<(String, Vec<u8>)>)>> = redis::cmd("XRANGE")
+        let reply: redis::RedisResult<Vec<StreamEntry>> = redis::cmd("XRANGE")
             .arg(self.keys().log(room))
             .arg(format!("{from}-0"))
             .arg(format!("{to}-0"))
@@ -205,6 +205,9 @@ impl RedisBroker {
             .collect())
     }
 }
+
+/// One stream entry as XRANGE returns it: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
