@@ -21,6 +21,7 @@ mod echo;
 mod fanout;
 mod idle;
 mod procfs;
+mod redis_stats;
 mod report;
 mod stats;
 
