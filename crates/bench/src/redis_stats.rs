@@ -72,6 +72,6 @@ pub fn delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, 
         })
         .filter(|(_, n)| *n > 0)
         .collect();
-    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     out
 }
