@@ -74,6 +74,12 @@ pub struct Args {
     /// Longest wait for messages still in flight after the publisher stops.
     #[arg(long, default_value_t = 5)]
     pub straggler_secs: u64,
+    /// Cluster: every other subscriber connects to this URL instead (a second node).
+    #[arg(long)]
+    pub second_url: Option<String>,
+    /// Cluster: the Redis (HOST:PORT) whose commands per published message to report.
+    #[arg(long)]
+    pub redis: Option<String>,
     #[command(flatten)]
     pub connect: ConnectOpts,
 }
@@ -358,18 +364,44 @@ pub async fn run(args: &Args) -> Result<Report> {
 
     eprintln!("opening {} subscribers", args.subscribers);
     let (end_tx, end_rx) = watch::channel(None);
+    // With a second node, half of the subscribers (rounded down) connect there.
+    let on_second = if args.second_url.is_some() {
+        args.subscribers / 2
+    } else {
+        0
+    };
     let sub_ctx = Arc::clone(&ctx);
-    let active = conn::open_all(
+    let second_end = end_rx.clone();
+    let mut active = conn::open_all(
         Arc::clone(&target),
         &args.connect,
         &handshake,
         args.stall,
-        args.subscribers,
+        args.subscribers - on_second,
         move |_, ws| subscribe(ws, Arc::clone(&sub_ctx), end_rx.clone()),
     )
     .await?;
+    let second = match &args.second_url {
+        Some(url) if on_second > 0 => {
+            let target2 = Arc::new(Target::resolve(url, args.connect.source_addrs).await?);
+            let sub_ctx = Arc::clone(&ctx);
+            let opened = conn::open_all(
+                target2,
+                &args.connect,
+                &handshake,
+                args.stall + args.subscribers,
+                on_second,
+                move |_, ws| subscribe(ws, Arc::clone(&sub_ctx), second_end.clone()),
+            )
+            .await?;
+            active.ok += opened.ok;
+            active.failed += opened.failed;
+            Some(opened.tasks)
+        }
+        _ => None,
+    };
 
-    let publisher_index = args.stall + args.subscribers;
+    let publisher_index = args.stall + args.subscribers + on_second;
     let ws = tokio::time::timeout(args.connect.connect_timeout(), async {
         let mut ws = target.connect(publisher_index).await?;
         conn::join(&mut ws, &args.room).await?;
@@ -385,6 +417,10 @@ pub async fn run(args: &Args) -> Result<Report> {
         "publishing {planned} messages at {}/s to {} subscribers",
         args.rate, active.ok
     );
+    let redis_before = match &args.redis {
+        Some(addr) => Some(crate::redis_stats::command_calls(addr).await?),
+        None => None,
+    };
     let cpu = CpuWindow::start(args.server_pid)?;
     let limit = Duration::from_secs_f64(args.duration_secs) + Duration::from_secs(2);
     let published = publisher.run(args, &ctx, limit).await?;
@@ -393,8 +429,24 @@ pub async fn run(args: &Args) -> Result<Report> {
     // Receivers live in the subscriber tasks; none left just means all are done.
     let _ = end_tx.send(Some(end));
 
-    let subs = conn::collect(active.tasks, end + Duration::from_secs(1)).await;
+    let mut subs = conn::collect(active.tasks, end + Duration::from_secs(1)).await;
+    if let Some(tasks) = second {
+        subs.extend(conn::collect(tasks, end + Duration::from_secs(1)).await);
+    }
     let usage = cpu.finish()?;
+    let redis = match (&args.redis, redis_before) {
+        (Some(addr), Some((before, per_before))) => {
+            let (after, per_after) = crate::redis_stats::command_calls(addr).await?;
+            // INFO itself is counted once in `after`.
+            let calls = after.saturating_sub(before).saturating_sub(1);
+            eprintln!(
+                "Redis commands during the run: {:?}",
+                crate::redis_stats::delta(&per_before, &per_after)
+            );
+            Some(calls)
+        }
+        _ => None,
+    };
     let max_rss_kib = rss.map(RssSampler::stop);
 
     let stalled_closed = match stalled {
@@ -423,7 +475,16 @@ pub async fn run(args: &Args) -> Result<Report> {
         max_rss_kib,
         stalled_closed,
     };
-    Ok(outcome.report(args))
+    let mut report = outcome.report(args);
+    if let Some(calls) = redis {
+        report.push(
+            "redis_commands_per_publish",
+            "Redis commands per published message",
+            "cmds",
+            calls as f64 / outcome.published.count.max(1) as f64,
+        );
+    }
+    Ok(report)
 }
 
 /// What all active subscribers saw, together.

@@ -23,6 +23,7 @@ mod echo;
 mod fanout;
 mod idle;
 mod procfs;
+mod redis_stats;
 mod report;
 mod stats;
 

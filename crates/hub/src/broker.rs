@@ -1,5 +1,5 @@
 //! The `Broker` seam: how a room message is sequenced and reaches the room's members on
-//! every node of a cluster.
+//! every node of a cluster, and how nodes reach each other's connections.
 //!
 //! A single process needs no broker: the hub assigns offsets under the room's lock and
 //! fans out locally. With a broker (`Hub::set_broker`) the hub hands each publish to
@@ -8,9 +8,16 @@
 //! [`crate::Hub::deliver_remote`] fans it out to local members. So every node sees one
 //! order and the same offsets.
 //!
+//! Beyond sequencing, a broker carries what makes several nodes look like one server
+//! (see [`crate::cluster`]): the room's position and recent history for a node that
+//! starts serving a room ([`Broker::position`]), presence changes, commands for
+//! connections held by another node (directs, disconnects, server-side joins, broadcasts,
+//! room closes) and the cluster-wide connection list. Every one of those methods has a
+//! default that does nothing, so a broker that only sequences stays a few lines long.
+//!
 //! [`MemoryBus`] is the in-process implementation: several hubs in one process sharing
-//! rooms, which is how the seam is tested. A Redis implementation of the same trait is
-//! what a cluster of processes will use.
+//! rooms, presence and connections, which is how the seam is tested. `switchboard-redis`
+//! implements the same trait over Redis for a cluster of processes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -19,6 +26,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use switchboard_protocol::RoomMessage;
 use tokio::sync::mpsc;
+
+use crate::cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember};
+use crate::connection::ConnectionInfo;
 
 /// A broker failure.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +41,15 @@ pub enum BrokerError {
 /// A room message travelling between nodes, with the connections it must skip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
-    /// The message; its `offset` is assigned by the broker.
+    /// The message. Its `offset` is assigned by the broker; on the way in
+    /// ([`Broker::publish`]) it holds the newest offset the publishing node has seen, a
+    /// floor the broker never hands out an offset at or below (so offsets seen by the
+    /// members of a node only ever grow, even after the backend lost its data).
     pub message: RoomMessage,
     /// Connection ids that must not receive it (`exclude_self`, `except`).
     pub except: Vec<String>,
+    /// The room's epoch as the broker knows it; empty when the broker keeps no epochs.
+    pub epoch: String,
 }
 
 /// Cross-node sequencing and fan-out.
@@ -43,12 +58,52 @@ pub trait Broker: Send + Sync + 'static {
     /// Assigns the room's next offset and delivers the envelope to every subscribed node.
     /// Returns the offset.
     async fn publish(&self, envelope: Envelope) -> Result<u64, BrokerError>;
-    /// This node now has members in `room`: start delivering its messages here.
+    /// This node now has members in `room`: start delivering its messages here. Returns
+    /// once messages published from now on will be delivered.
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError>;
     /// This node has no members left in `room`.
     async fn unsubscribe(&self, room: &str) -> Result<(), BrokerError>;
     /// True while the broker can deliver (readiness checks).
     fn is_ready(&self) -> bool;
+
+    /// The room's epoch, latest offset, newest `limit` messages and members on other
+    /// nodes, as the cluster knows them; `None` when the broker keeps no such state.
+    /// With `diverged_from`, this node served the room alone (without the broker) up to
+    /// that offset: the broker starts a new epoch whose offsets continue above it, so
+    /// that every client recovering across the outage learns of the hole.
+    async fn position(
+        &self,
+        _room: &str,
+        _limit: usize,
+        _diverged_from: Option<u64>,
+    ) -> Result<Option<ClusterPosition>, BrokerError> {
+        Ok(None)
+    }
+
+    /// Tells the other nodes that a local member joined or left a room.
+    async fn presence(&self, _change: PresenceChange) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// The other nodes holding a connection with this id, or connections of this client
+    /// id.
+    async fn locate(&self, _target: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    /// Sends a command to one node, or to every other node when `node` is `None`.
+    async fn command(&self, _node: Option<&str>, _cmd: NodeCommand) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// The connections held by the other nodes.
+    async fn remote_connections(&self) -> Result<Vec<ConnectionInfo>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    /// A connection of this node opened (`open`) or closed. Must not wait: called on the
+    /// connection's path.
+    fn connection_changed(&self, _info: &ConnectionInfo, _open: bool) {}
 }
 
 type NodeList = Vec<(Weak<NodeInner>, mpsc::Sender<Envelope>)>;
@@ -64,7 +119,11 @@ pub struct MemoryBus {
 }
 
 struct NodeInner {
+    id: String,
+    hub: crate::WeakHub,
     rooms: Mutex<HashSet<String>>,
+    /// Local members per room, as announced through [`Broker::presence`].
+    members: Mutex<HashMap<String, Vec<switchboard_protocol::Member>>>,
 }
 
 /// One hub's connection to a [`MemoryBus`].
@@ -84,7 +143,10 @@ impl MemoryBus {
     /// envelopes waiting for this node; past it the bus waits (backpressure).
     pub fn attach(&self, hub: &crate::Hub, capacity: usize) {
         let node = Arc::new(NodeInner {
+            id: hub.node_id().to_owned(),
+            hub: hub.downgrade(),
             rooms: Mutex::new(HashSet::new()),
+            members: Mutex::new(HashMap::new()),
         });
         let (tx, mut rx) = mpsc::channel::<Envelope>(capacity.max(1));
         self.nodes.lock().push((Arc::downgrade(&node), tx));
@@ -100,6 +162,17 @@ impl MemoryBus {
             node,
         }));
     }
+
+    /// Every live node except `me`.
+    fn others(&self, me: &str) -> Vec<Arc<NodeInner>> {
+        let mut nodes = self.nodes.lock();
+        nodes.retain(|(n, _)| n.strong_count() > 0);
+        nodes
+            .iter()
+            .filter_map(|(n, _)| n.upgrade())
+            .filter(|n| n.id != me)
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -107,8 +180,9 @@ impl Broker for MemoryBroker {
     async fn publish(&self, mut envelope: Envelope) -> Result<u64, BrokerError> {
         let mut offsets = self.bus.offsets.lock().await;
         let room = envelope.message.room.clone();
+        let floor = envelope.message.offset;
         let next = offsets.entry(room.clone()).or_insert(0);
-        *next += 1;
+        *next = (*next).max(floor) + 1;
         envelope.message.offset = *next;
         let targets: Vec<_> = {
             let mut nodes = self.bus.nodes.lock();
@@ -139,5 +213,87 @@ impl Broker for MemoryBroker {
 
     fn is_ready(&self) -> bool {
         true
+    }
+
+    async fn position(
+        &self,
+        room: &str,
+        _limit: usize,
+        _diverged_from: Option<u64>,
+    ) -> Result<Option<ClusterPosition>, BrokerError> {
+        // The bus keeps no history or epochs; it only shares presence.
+        let remote_members = self
+            .bus
+            .others(&self.node.id)
+            .into_iter()
+            .flat_map(|n| {
+                let members = n.members.lock().get(room).cloned().unwrap_or_default();
+                members.into_iter().map(move |member| RemoteMember {
+                    node: n.id.clone(),
+                    member,
+                })
+            })
+            .collect::<Vec<_>>();
+        if remote_members.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ClusterPosition {
+            epoch: None,
+            offset: 0,
+            messages: Vec::new(),
+            remote_members,
+        }))
+    }
+
+    async fn presence(&self, change: PresenceChange) -> Result<(), BrokerError> {
+        {
+            let mut members = self.node.members.lock();
+            let list = members.entry(change.room.clone()).or_default();
+            list.retain(|m| m.connection_id != change.member.connection_id);
+            if change.joined {
+                list.push(change.member.clone());
+            }
+        }
+        for n in self.bus.others(&self.node.id) {
+            if let Some(hub) = n.hub.upgrade() {
+                hub.apply_presence(change.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn locate(&self, target: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self
+            .bus
+            .others(&self.node.id)
+            .into_iter()
+            .filter(|n| {
+                n.hub.upgrade().is_some_and(|h| {
+                    h.connection(target).is_some() || !h.client_connections(target).is_empty()
+                })
+            })
+            .map(|n| n.id.clone())
+            .collect())
+    }
+
+    async fn command(&self, node: Option<&str>, cmd: NodeCommand) -> Result<(), BrokerError> {
+        for n in self.bus.others(&self.node.id) {
+            if node.is_none_or(|id| id == n.id)
+                && let Some(hub) = n.hub.upgrade()
+            {
+                hub.apply_command(cmd.clone()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remote_connections(&self) -> Result<Vec<ConnectionInfo>, BrokerError> {
+        Ok(self
+            .bus
+            .others(&self.node.id)
+            .into_iter()
+            .filter_map(|n| n.hub.upgrade())
+            .flat_map(|h| h.local_connections())
+            .collect())
     }
 }

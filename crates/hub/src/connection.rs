@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Encoding, Map};
 
 use crate::auth::{AuthState, ExpiryStep};
@@ -69,7 +69,7 @@ pub struct Connection {
 }
 
 /// A connection's public description (REST `connection` object).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionInfo {
     pub connection_id: String,

@@ -22,7 +22,6 @@ use crate::events::{HubEvent, RtKind};
 use crate::frame::{Payload, SharedFrame};
 use crate::hooks::{Decision, HookSet};
 use crate::hub::{Hub, JoinArgs, Sequenced};
-use crate::room::MemberEntry;
 
 /// Default and largest page for `presence` and `history`.
 const DEFAULT_PAGE: u32 = 100;
@@ -364,7 +363,15 @@ impl Hub {
             Some(c) => vec![c],
             None => self.client_connections(to),
         };
-        if targets.is_empty() {
+        // In a cluster the target may be (also) on other nodes.
+        let remote_nodes = match self.broker() {
+            Some(b) if self.connection(to).is_none() => b
+                .locate(to)
+                .await
+                .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?,
+            _ => Vec::new(),
+        };
+        if targets.is_empty() && remote_nodes.is_empty() {
             return Err(HubError::not_found(format!(
                 "no client or connection `{to}`"
             )));
@@ -383,11 +390,26 @@ impl Hub {
                 data: data.clone(),
             });
         }
+        let ts = now_ms();
+        if let Some(b) = self.broker() {
+            for node in &remote_nodes {
+                let cmd = crate::cluster::NodeCommand::Direct {
+                    to: to.to_owned(),
+                    from: conn.client_id().to_owned(),
+                    connection_id: Some(conn.id().to_owned()),
+                    data: data.clone(),
+                    ts,
+                };
+                b.command(Some(node), cmd)
+                    .await
+                    .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+            }
+        }
         let frame = Payload::Msg(SharedFrame::new(ServerMessage::Direct {
             from: conn.client_id().to_owned(),
             connection_id: Some(conn.id().to_owned()),
             data,
-            ts: now_ms(),
+            ts,
         }));
         for t in targets {
             t.send(frame.clone());
@@ -406,27 +428,14 @@ impl Hub {
         let room = self.member_room(conn, room_id)?;
         let limit = page_limit(limit)?;
         let st = room.lock();
-        let start = match &cursor {
-            Some(c) => std::ops::Bound::Excluded(c.as_str()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut page: Vec<&MemberEntry> = st
-            .members
-            .range::<str, _>((start, std::ops::Bound::Unbounded))
-            .map(|(_, m)| m)
-            .take(limit + 1)
-            .collect();
-        let next_cursor = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|m| m.conn.id().to_owned())
-        } else {
-            None
-        };
+        // Members of every node (cluster), in connection-id order.
+        let (members, count, next_cursor) =
+            self.presence_page(room_id, &st, cursor.as_deref(), limit);
         Ok(Outcome::Reply(ServerMessage::Presence {
             id,
             room: room_id.to_owned(),
-            count: st.members.len(),
-            members: page.into_iter().map(MemberEntry::member).collect(),
+            count,
+            members,
             next_cursor,
         }))
     }

@@ -89,7 +89,8 @@ pub(crate) struct Inner {
     hook_set: std::sync::atomic::AtomicU16,
     pub events: Arc<EventSinks>,
     pub store: Arc<dyn Store>,
-    broker: RwLock<Option<Arc<dyn Broker>>>,
+    pub(crate) broker: RwLock<Option<Arc<dyn Broker>>>,
+    pub(crate) cluster: crate::cluster::ClusterState,
     codes: CodeGuard,
     shutting_down: AtomicBool,
     pub playback: RwLock<Arc<dyn crate::playback::PlaybackStore>>,
@@ -179,6 +180,7 @@ impl Hub {
                 events,
                 store,
                 broker: RwLock::new(None),
+                cluster: Default::default(),
                 codes,
                 shutting_down: AtomicBool::new(false),
                 playback: RwLock::new(Arc::new(crate::playback::MemoryPlaybackStore::new())),
@@ -390,6 +392,9 @@ impl Hub {
             });
         }
         tracing::debug!(connection_id = conn.id(), client_id = conn.client_id(), path = %endpoint.path, "connection registered");
+        if endpoint.mode == Mode::Protocol {
+            self.cluster_connection(&conn, true);
+        }
         conn
     }
 
@@ -398,6 +403,9 @@ impl Hub {
     pub async fn disconnected(&self, conn: &Arc<Connection>, code: Option<u16>, reason: &str) {
         if self.inner.connections.remove(conn.id()).is_none() {
             return;
+        }
+        if conn.endpoint().mode == Mode::Protocol {
+            self.cluster_connection(conn, false);
         }
         let st = &self.inner.stats;
         let (f, b) = conn.traffic_in.get();
@@ -455,13 +463,26 @@ impl Hub {
         self.inner.connections.len()
     }
 
-    /// A connection's description (`client_info`).
-    pub fn client_info(&self, id: &str) -> Option<ConnectionInfo> {
-        self.connection(id).map(|c| c.info())
+    /// A connection's description (`client_info`), on any node of the cluster.
+    pub async fn client_info(&self, id: &str) -> Option<ConnectionInfo> {
+        if let Some(c) = self.connection(id) {
+            return Some(c.info());
+        }
+        self.remote_connections()
+            .await
+            .into_iter()
+            .find(|c| c.connection_id == id)
     }
 
-    /// Every connection's description.
-    pub fn connections(&self) -> Vec<ConnectionInfo> {
+    /// Every connection's description, on every node of the cluster.
+    pub async fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all = self.local_connections();
+        all.extend(self.remote_connections().await);
+        all
+    }
+
+    /// The description of every connection of this node.
+    pub fn local_connections(&self) -> Vec<ConnectionInfo> {
         self.inner.connections.iter().map(|c| c.info()).collect()
     }
 
@@ -476,8 +497,24 @@ impl Hub {
         )
     }
 
-    /// Closes a connection: what is queued is written, then a close frame.
-    pub fn disconnect(&self, id: &str, code: u16, reason: &str) -> HubResult<()> {
+    /// Closes a connection, on whichever node holds it: what is queued is written, then
+    /// a close frame.
+    pub async fn disconnect(&self, id: &str, code: u16, reason: &str) -> HubResult<()> {
+        if self.connection(id).is_some() {
+            return self.disconnect_local(id, code, reason);
+        }
+        let cmd = crate::cluster::NodeCommand::Disconnect {
+            connection_id: id.to_owned(),
+            code,
+            reason: reason.to_owned(),
+        };
+        if self.route(id, cmd).await? {
+            return Ok(());
+        }
+        Err(HubError::not_found(format!("no connection `{id}`")))
+    }
+
+    pub(crate) fn disconnect_local(&self, id: &str, code: u16, reason: &str) -> HubResult<()> {
         let conn = self
             .connection(id)
             .ok_or_else(|| HubError::not_found(format!("no connection `{id}`")))?;
@@ -485,22 +522,46 @@ impl Hub {
         Ok(())
     }
 
-    /// Sends `data` to one connection as a `direct` from `server`.
-    pub fn send(&self, id: &str, data: Value) -> HubResult<()> {
-        let conn = self
-            .connection(id)
-            .ok_or_else(|| HubError::not_found(format!("no connection `{id}`")))?;
-        conn.send(Payload::msg(ServerMessage::Direct {
+    /// Sends `data` to one connection, on whichever node holds it, as a `direct` from
+    /// `server`.
+    pub async fn send(&self, id: &str, data: Value) -> HubResult<()> {
+        let ts = now_ms();
+        if let Some(conn) = self.connection(id) {
+            conn.send(Payload::msg(ServerMessage::Direct {
+                from: "server".into(),
+                connection_id: None,
+                data,
+                ts,
+            }));
+            return Ok(());
+        }
+        let cmd = crate::cluster::NodeCommand::Direct {
+            to: id.to_owned(),
             from: "server".into(),
             connection_id: None,
             data,
-            ts: now_ms(),
-        }));
-        Ok(())
+            ts,
+        };
+        if self.route(id, cmd).await? {
+            return Ok(());
+        }
+        Err(HubError::not_found(format!("no connection `{id}`")))
     }
 
-    /// Sends `event {name, data}` to every protocol connection except those listed.
+    /// Sends `event {name, data}` to every protocol connection of the cluster except
+    /// those listed; returns how many connections of this node got it.
     pub fn broadcast(&self, name: &str, data: Value, except: &[String]) -> usize {
+        if self.has_broker() {
+            self.tell_all(crate::cluster::NodeCommand::Broadcast {
+                name: name.to_owned(),
+                data: data.clone(),
+                except: except.to_vec(),
+            });
+        }
+        self.broadcast_local(name, data, except)
+    }
+
+    pub(crate) fn broadcast_local(&self, name: &str, data: Value, except: &[String]) -> usize {
         let frame = SharedFrame::new(ServerMessage::Event {
             name: name.to_owned(),
             data,
@@ -636,8 +697,22 @@ impl Hub {
         Ok(info)
     }
 
-    /// Closes a room: members get `closed {room, reason}` and are removed.
+    /// Closes a room on every node: members get `closed {room, reason}` and are removed.
     pub async fn close_room(&self, id: &str, reason: &str) -> HubResult<()> {
+        if !self.has_broker() {
+            return self.close_room_local(id, reason).await;
+        }
+        self.tell_all(crate::cluster::NodeCommand::CloseRoom {
+            room: id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        if self.room(id).is_some() {
+            self.close_room_local(id, reason).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn close_room_local(&self, id: &str, reason: &str) -> HubResult<()> {
         let (_, room) = self
             .inner
             .rooms
@@ -669,7 +744,12 @@ impl Hub {
         if durable && let Err(e) = self.inner.store.delete_room(id).await {
             tracing::warn!(room = id, error = %e, "failed to delete a durable room from the store");
         }
-        self.unsubscribe(id).await;
+        if self.has_broker() {
+            for m in members.values() {
+                self.cluster_presence(id, m.member(), false).await;
+            }
+            self.cluster_release(id).await;
+        }
         Ok(())
     }
 
@@ -762,12 +842,16 @@ impl Hub {
         {
             return Err(HubError::new(code, message));
         }
-        let first_here = {
+        // With a broker: subscribed and in step with the cluster before the member is in.
+        let _cluster_guard = self.cluster_enter(&room).await;
+        let announced = {
             let mut st = room.lock();
             if st.closed {
                 return Err(HubError::invalid_room(room_id));
             }
-            if !already && st.members.len() >= st.max_connections {
+            if !already
+                && st.members.len() + self.inner.cluster.remote_count(room_id) >= st.max_connections
+            {
                 return Err(HubError::new(
                     ErrorCode::RoomFull,
                     format!("room `{room_id}` is full ({} members)", st.max_connections),
@@ -780,6 +864,8 @@ impl Hub {
             };
             let member = entry.member();
             let first_here = st.members.is_empty();
+            // Other nodes hear of the join too (only in a cluster: no copy otherwise).
+            let announced = (!already && _cluster_guard.is_some()).then(|| member.clone());
             if st.members.insert(conn.id_arc().clone(), entry).is_none() {
                 // Told under the lock: the observer sees this room's joins and leaves
                 // in the order they happen.
@@ -805,23 +891,33 @@ impl Hub {
             let (recovered, recovered_complete) = recover(&st, since);
             // Queued while the room is locked: no message of this room can slip in
             // between, so the client sees `joined` first and then every later offset.
-            let (members, next_cursor) = first_members(&st, conn.id());
+            let (mut members, mut next_cursor) = first_members(&st, conn.id());
+            let remote = self.inner.cluster.remote_members(room_id);
+            if !remote.is_empty() {
+                (members, _, next_cursor) = self.presence_page(room_id, &st, None, 100);
+                if !members.iter().any(|m| m.connection_id == conn.id())
+                    && let Some(mine) = st.members.get(conn.id())
+                {
+                    members.push(mine.member());
+                }
+            }
             conn.send(Payload::msg(ServerMessage::Joined {
                 id,
                 room: room_id.to_owned(),
                 epoch: st.epoch.clone(),
                 offset: st.offset,
                 members,
-                members_count: st.members.len(),
+                members_count: st.members.len() + remote.len(),
                 next_cursor,
                 recovered,
                 recovered_complete,
             }));
-            first_here
+            announced
         };
         conn.add_room(room.id_arc().clone());
-        if first_here {
-            self.subscribe(room_id).await;
+        drop(_cluster_guard);
+        if let Some(member) = announced {
+            self.cluster_presence(room_id, member, true).await;
         }
         if !already && self.inner.events.wanted() {
             self.inner.events.emit(HubEvent::Joined {
@@ -894,15 +990,16 @@ impl Hub {
                     m.conn.send(notice.clone());
                 }
             }
-            if st.members.is_empty() {
+            let now_empty = st.members.is_empty();
+            if now_empty {
                 st.empty_since = Some(Instant::now());
-                true
-            } else {
-                false
             }
+            (now_empty, entry.member())
         };
+        let (now_empty, member) = now_empty;
+        self.cluster_presence(room_id, member, false).await;
         if now_empty {
-            self.unsubscribe(room_id).await;
+            self.cluster_release(room_id).await;
         }
         if let Some(h) = self.hook(HookSet::LEAVE) {
             h.on_leave(conn, room_id).await;
@@ -933,9 +1030,22 @@ impl Hub {
         Ok(())
     }
 
-    /// Joins a connection to a room from the server side (no code needed); the
-    /// connection gets `joined`, the others `presence_join`.
+    /// Joins a connection to a room from the server side (no code needed), on whichever
+    /// node holds it; the connection gets `joined`, the others `presence_join`.
     pub async fn join(&self, connection_id: &str, room: &str) -> HubResult<()> {
+        if self.connection(connection_id).is_none() {
+            let cmd = crate::cluster::NodeCommand::Join {
+                connection_id: connection_id.to_owned(),
+                room: room.to_owned(),
+            };
+            if self.route(connection_id, cmd).await? {
+                return Ok(());
+            }
+        }
+        self.join_local(connection_id, room).await
+    }
+
+    pub(crate) async fn join_local(&self, connection_id: &str, room: &str) -> HubResult<()> {
         let conn = self
             .connection(connection_id)
             .ok_or_else(|| HubError::not_found(format!("no connection `{connection_id}`")))?;
@@ -956,8 +1066,22 @@ impl Hub {
         .await
     }
 
-    /// Takes a connection out of a room from the server side; it gets `left`.
+    /// Takes a connection out of a room from the server side, on whichever node holds
+    /// it; it gets `left`.
     pub async fn leave(&self, connection_id: &str, room: &str) -> HubResult<()> {
+        if self.connection(connection_id).is_none() {
+            let cmd = crate::cluster::NodeCommand::Leave {
+                connection_id: connection_id.to_owned(),
+                room: room.to_owned(),
+            };
+            if self.route(connection_id, cmd).await? {
+                return Ok(());
+            }
+        }
+        self.leave_local(connection_id, room).await
+    }
+
+    pub(crate) async fn leave_local(&self, connection_id: &str, room: &str) -> HubResult<()> {
         let conn = self
             .connection(connection_id)
             .ok_or_else(|| HubError::not_found(format!("no connection `{connection_id}`")))?;
@@ -1023,16 +1147,29 @@ impl Hub {
         let Some(broker) = broker else {
             return self.deliver_local(room, message, except).await;
         };
-        let durable = room.lock().durable;
-        let envelope = crate::broker::Envelope {
+        if self.is_diverged(room.id()) {
+            // Served alone during an outage: start the room's next cluster epoch first.
+            self.resync_room(room.id()).await;
+        }
+        let (durable, floor) = {
+            let st = room.lock();
+            (st.durable, st.offset)
+        };
+        let mut envelope = crate::broker::Envelope {
             message,
             except: except.to_vec(),
+            epoch: String::new(),
         };
+        envelope.message.offset = floor;
         let kept = durable.then(|| envelope.message.clone());
-        let offset = broker
-            .publish(envelope)
-            .await
-            .map_err(|e| HubError::new(ErrorCode::Internal, e.to_string()))?;
+        let offset = match broker.publish(envelope.clone()).await {
+            Ok(offset) => offset,
+            Err(e) => {
+                // Keep serving this node's members; the room's epoch tells of the hole.
+                self.diverge(room, &e)?;
+                return self.deliver_local(room, envelope.message, except).await;
+            }
+        };
         if let Some(mut message) = kept {
             message.offset = offset;
             self.append_to_store(room, &message).await?;
@@ -1151,9 +1288,17 @@ impl Hub {
         };
         let mut st = room.lock();
         if envelope.message.offset <= st.offset {
+            // A duplicate, or a message of an epoch this node has already left behind.
             return;
         }
+        if !envelope.epoch.is_empty() && envelope.epoch != st.epoch {
+            // The cluster moved to a new epoch (the broker lost its data, or a node
+            // served the room alone): older history belongs to the old one.
+            st.epoch = envelope.epoch;
+            st.history.clear();
+        }
         st.offset = envelope.message.offset;
+        st.assigned = st.assigned.max(st.offset);
         fan_out(&room, &mut st, envelope.message, &envelope.except);
     }
 
@@ -1301,26 +1446,6 @@ impl Hub {
         }
     }
 
-    // ---- cluster hooks ----------------------------------------------------------------
-
-    async fn subscribe(&self, room: &str) {
-        let broker = self.inner.broker.read().clone();
-        if let Some(b) = broker
-            && let Err(e) = b.subscribe(room).await
-        {
-            tracing::warn!(room, error = %e, "broker subscribe failed");
-        }
-    }
-
-    async fn unsubscribe(&self, room: &str) {
-        let broker = self.inner.broker.read().clone();
-        if let Some(b) = broker
-            && let Err(e) = b.unsubscribe(room).await
-        {
-            tracing::warn!(room, error = %e, "broker unsubscribe failed");
-        }
-    }
-
     // ---- shutdown -----------------------------------------------------------------
 
     /// Begins a graceful shutdown: every connection gets `closed {reason: "shutdown",
@@ -1425,7 +1550,7 @@ impl Hub {
 
 /// Queues one shared frame of `message` for every member not in `except` and keeps it in
 /// the history ring. Called with the room locked.
-fn fan_out(room: &Room, st: &mut RoomState, message: RoomMessage, except: &[String]) {
+pub(crate) fn fan_out(room: &Room, st: &mut RoomState, message: RoomMessage, except: &[String]) {
     let tag = RoomTag {
         room: room.id_arc().clone(),
         offset: message.offset,

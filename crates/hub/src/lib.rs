@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod codes;
 pub mod connection;
 pub mod dispatch;
@@ -43,6 +44,7 @@ pub mod store;
 
 pub use auth::{Grant, Permissions, TokenVerifier};
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
+pub use cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember};
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};
 pub use endpoint::{EndpointRules, EventSet, Mode, SlowConsumer};

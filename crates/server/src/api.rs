@@ -374,6 +374,7 @@ async fn history(
             "`limit` must be at least 1".into(),
         ));
     }
+    s.hub.cluster_refresh(&id).await;
     let (epoch, offset, messages) = s
         .hub
         .history(&id, q.since, limit.min(1000))
@@ -503,7 +504,7 @@ async fn broadcast(
     responses((status = 200, description = "Every connection", body = ConnectionList)),
 )]
 async fn list_connections(State(s): State<ApiState>) -> ApiResult {
-    let connections = s.hub.connections();
+    let connections = s.hub.connections().await;
     ok(ConnectionList {
         count: connections.len(),
         connections,
@@ -525,6 +526,7 @@ async fn get_connection(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     let connection = s
         .hub
         .client_info(&id)
+        .await
         .ok_or_else(|| not_found(format!("no connection `{id}`")))?;
     ok(ConnectionBody { connection })
 }
@@ -570,7 +572,7 @@ async fn send_direct(
     Id(id): Id,
     JsonBody(b): JsonBody<DirectRequest>,
 ) -> ApiResult {
-    s.hub.send(&id, b.data)?;
+    s.hub.send(&id, b.data).await?;
     ok(DirectSent { sent: true })
 }
 
@@ -587,7 +589,9 @@ async fn send_direct(
     ),
 )]
 async fn disconnect(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
-    s.hub.disconnect(&id, 1000, "disconnected by the server")?;
+    s.hub
+        .disconnect(&id, 1000, "disconnected by the server")
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

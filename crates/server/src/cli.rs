@@ -102,9 +102,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(limit = n, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
     }
-    if let Some(redis) = &config.redis {
-        anyhow::bail!("cluster mode (--redis {redis}) is not available in this build yet");
-    }
     let stores = switchboard_store::open_all(&config.store)
         .await
         .with_context(|| {
@@ -115,12 +112,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let hub = Hub::with_store(config.hub.clone(), stores.rooms.clone());
     hub.set_playback_store(stores.playback.clone());
-    // One node: no device registered by a previous process is connected any more.
-    stores
-        .playback
-        .mark_all_gone()
-        .await
-        .context("cannot reset registered connections in the store")?;
+    if let Some(url) = &config.redis {
+        crate::cluster::join(&hub, url, &config).await?;
+    } else {
+        // One node: no device registered by a previous process is connected any more.
+        stores
+            .playback
+            .mark_all_gone()
+            .await
+            .context("cannot reset registered connections in the store")?;
+    }
     let restored = hub
         .restore()
         .await

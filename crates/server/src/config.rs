@@ -65,6 +65,37 @@ pub struct FileConfig {
     // Security: server-wide limits and CORS (docs/security.md).
     pub limits: Option<LimitsConfig>,
     pub cors: Option<CorsConfig>,
+    /// `[cluster]`: tuning of cluster mode (`redis`).
+    #[serde(default)]
+    pub cluster: ClusterTuning,
+}
+
+/// `[cluster]`: how nodes sharing a Redis watch each other (used with `redis` only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTuning {
+    /// Prefix of every Redis key and channel (several clusters may share one Redis).
+    pub prefix: String,
+    /// How often a node announces itself.
+    pub heartbeat_ms: u64,
+    /// A node silent this long is dead: its members leave presence everywhere.
+    pub node_ttl_ms: u64,
+    /// How long a room's offsets, epoch and history outlive its last message.
+    pub room_ttl_s: u64,
+    /// Messages kept per room in Redis for recovery on any node.
+    pub stream_len: usize,
+}
+
+impl Default for ClusterTuning {
+    fn default() -> Self {
+        ClusterTuning {
+            prefix: "switchboard".into(),
+            heartbeat_ms: 10_000,
+            node_ttl_ms: 30_000,
+            room_ttl_s: 24 * 3600,
+            stream_len: 1000,
+        }
+    }
 }
 
 /// `[discovery]`: answering LAN discovery probes.
@@ -165,6 +196,8 @@ pub struct Config {
     pub limits: Limits,
     /// CORS for the REST API (`[cors]`; checked at load).
     pub cors: CorsConfig,
+    /// `[cluster]`: tuning of cluster mode (`redis`).
+    pub cluster: ClusterTuning,
 }
 
 impl Config {
@@ -298,6 +331,7 @@ impl Config {
                 .map(Arc::new),
             limits,
             cors,
+            cluster: file.cluster,
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_types;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod cors;

@@ -1,0 +1,606 @@
+//! Several nodes, one hub as far as clients can tell: what the hub does with a
+//! [`crate::Broker`] beyond sequencing messages.
+//!
+//! Where to start: [`Hub::cluster_enter`] (a node starts serving a room: subscribe, then
+//! take the cluster's epoch, offset, history and remote members), [`Hub::apply_presence`]
+//! and [`Hub::apply_command`] (what other nodes send this one), and
+//! [`Hub::cluster_resync`] (after the broker was unreachable).
+//!
+//! Rules kept here:
+//! - A node subscribes to a room before its first local member is added and
+//!   unsubscribes only after re-checking, under the same per-room guard, that no member
+//!   came back meanwhile; so a room with local members is always subscribed.
+//! - Members on other nodes are cached per room ([`RemoteMember`]), filled when the
+//!   node starts serving the room and kept current by presence changes; `joined`,
+//!   `presence` and presence events use it without asking the broker.
+//! - While the broker is unreachable a node keeps serving rooms that have local members
+//!   on its own, under a new local epoch (the room *diverged*); when the broker is back
+//!   the room gets a new cluster-wide epoch whose offsets continue above every offset a
+//!   member saw, so whoever recovers across the outage gets `recovered_complete: false`.
+//! - Messages a subscribed node missed while the epoch stayed the same are fetched from
+//!   the broker's history and delivered in order; what history no longer has is reported
+//!   to the members as `gap`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_protocol::{Member, ServerMessage};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::broker::{Broker, Envelope};
+use crate::connection::ConnectionInfo;
+use crate::error::{HubError, HubResult};
+use crate::frame::{Payload, SharedFrame};
+use crate::hub::{Hub, fan_out};
+use crate::room::{Room, RoomState, new_epoch};
+
+/// Shards of the per-room subscription guard.
+const GUARD_SHARDS: usize = 64;
+
+/// What the cluster knows about a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterPosition {
+    /// The room's epoch; `None` when the broker keeps no epochs.
+    pub epoch: Option<String>,
+    /// The room's latest offset.
+    pub offset: u64,
+    /// The newest messages, oldest first (with the connections each one skips).
+    pub messages: Vec<Envelope>,
+    /// Members on other nodes.
+    pub remote_members: Vec<RemoteMember>,
+}
+
+/// A member of a room connected to another node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteMember {
+    pub node: String,
+    pub member: Member,
+}
+
+/// A local member joined or left a room; the other nodes tell their members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub node: String,
+    pub room: String,
+    pub joined: bool,
+    pub member: Member,
+}
+
+/// Something a node asks another node to do to connections or rooms it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum NodeCommand {
+    /// `direct` to a connection id, or to every connection of a client id.
+    Direct {
+        to: String,
+        from: String,
+        connection_id: Option<String>,
+        data: Value,
+        ts: i64,
+    },
+    /// Close a connection.
+    Disconnect {
+        connection_id: String,
+        code: u16,
+        reason: String,
+    },
+    /// Server-side join (no code needed).
+    Join { connection_id: String, room: String },
+    /// Server-side leave.
+    Leave { connection_id: String, room: String },
+    /// `event` to every protocol connection but those listed.
+    Broadcast {
+        name: String,
+        data: Value,
+        except: Vec<String>,
+    },
+    /// Close a room: its members get `closed`.
+    CloseRoom { room: String, reason: String },
+}
+
+/// The hub's cluster bookkeeping (empty and unused without a broker).
+pub(crate) struct ClusterState {
+    guards: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Room → connection id → member on another node.
+    remote: DashMap<Arc<str>, BTreeMap<String, RemoteMember>>,
+    /// Rooms served alone while the broker was unreachable.
+    diverged: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            guards: (0..GUARD_SHARDS)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
+            remote: DashMap::new(),
+            diverged: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl ClusterState {
+    fn guard(&self, room: &str) -> Arc<tokio::sync::Mutex<()>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut h);
+        let i = (h.finish() as usize) % self.guards.len();
+        self.guards[i].clone()
+    }
+
+    /// Members of `room` on other nodes.
+    pub(crate) fn remote_members(&self, room: &str) -> Vec<Member> {
+        self.remote
+            .get(room)
+            .map(|m| m.values().map(|r| r.member.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn remote_count(&self, room: &str) -> usize {
+        self.remote.get(room).map_or(0, |m| m.len())
+    }
+}
+
+impl Hub {
+    /// The cluster broker, if one is plugged in.
+    pub(crate) fn broker(&self) -> Option<Arc<dyn Broker>> {
+        self.inner.broker.read().clone()
+    }
+
+    /// Called before a member is added to `room`: makes sure this node is subscribed
+    /// and, if it had no member there yet, takes the cluster's view of the room. The
+    /// guard must be held until the member is in the room.
+    pub(crate) async fn cluster_enter(&self, room: &Arc<Room>) -> Option<OwnedMutexGuard<()>> {
+        let broker = self.broker()?;
+        let guard = self.inner.cluster.guard(room.id()).lock_owned().await;
+        if room.lock().members.is_empty() {
+            if let Err(e) = broker.subscribe(room.id()).await {
+                tracing::warn!(room = room.id(), error = %e, "broker subscribe failed");
+            }
+            self.sync_room(&broker, room).await;
+        }
+        Some(guard)
+    }
+
+    /// Called after the last local member left `room` (or it closed): unsubscribes,
+    /// unless a member came back meanwhile.
+    pub(crate) async fn cluster_release(&self, room_id: &str) {
+        let Some(broker) = self.broker() else { return };
+        let _guard = self.inner.cluster.guard(room_id).lock_owned().await;
+        if self
+            .room(room_id)
+            .is_some_and(|r| !r.lock().members.is_empty())
+        {
+            return;
+        }
+        if let Err(e) = broker.unsubscribe(room_id).await {
+            tracing::warn!(room = room_id, error = %e, "broker unsubscribe failed");
+        }
+        self.inner.cluster.remote.remove(room_id);
+    }
+
+    /// Tells the other nodes a local member joined or left `room`.
+    pub(crate) async fn cluster_presence(&self, room: &str, member: Member, joined: bool) {
+        let Some(broker) = self.broker() else { return };
+        let change = PresenceChange {
+            node: self.node_id().to_owned(),
+            room: room.to_owned(),
+            joined,
+            member,
+        };
+        if let Err(e) = broker.presence(change).await {
+            tracing::warn!(room, error = %e, "presence change not shared with the cluster");
+        }
+    }
+
+    /// Takes the cluster's position of `room` (rotating its epoch first if this node
+    /// served it alone during an outage).
+    async fn sync_room(&self, broker: &Arc<dyn Broker>, room: &Arc<Room>) {
+        let diverged = self.inner.cluster.diverged.lock().contains(room.id());
+        let (limit, floor) = {
+            let st = room.lock();
+            (st.history_size.max(1), diverged.then_some(st.offset))
+        };
+        match broker.position(room.id(), limit, floor).await {
+            Ok(Some(pos)) => {
+                if diverged {
+                    self.inner.cluster.diverged.lock().remove(room.id());
+                }
+                self.apply_position(room, pos);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(room = room.id(), error = %e, "cannot read the room's cluster state");
+            }
+        }
+    }
+
+    /// Brings the local room in line with the cluster's view of it.
+    fn apply_position(&self, room: &Arc<Room>, pos: ClusterPosition) {
+        let mut st = room.lock();
+        self.replace_remote_members(room.id(), &st, pos.remote_members);
+        let Some(epoch) = pos.epoch else { return };
+        if st.members.is_empty() {
+            // Nobody here has seen anything of this room: take it as it is.
+            st.epoch = epoch;
+            st.offset = pos.offset;
+            st.assigned = pos.offset;
+            st.history.clear();
+            for env in pos.messages {
+                st.remember(SharedFrame::new(ServerMessage::Message(env.message)));
+            }
+            return;
+        }
+        if st.epoch != epoch {
+            // A new epoch (the broker lost its data, or some node served the room alone):
+            // offsets carry on above what members saw; recovery across it is incomplete.
+            st.epoch = epoch;
+            st.history.clear();
+            st.offset = st.offset.max(pos.offset);
+            st.assigned = st.offset;
+            return;
+        }
+        if pos.offset <= st.offset {
+            return;
+        }
+        // Same epoch, messages missed while the subscription was down: deliver what
+        // history still has, in order, and report the rest as a gap.
+        for env in pos.messages {
+            if env.message.offset <= st.offset {
+                continue;
+            }
+            if env.message.offset > st.offset + 1 {
+                send_gap(&st, room.id(), st.offset + 1, env.message.offset - 1);
+            }
+            st.offset = env.message.offset;
+            st.assigned = st.assigned.max(st.offset);
+            fan_out(room, &mut st, env.message, &env.except);
+        }
+        if pos.offset > st.offset {
+            send_gap(&st, room.id(), st.offset + 1, pos.offset);
+            st.offset = pos.offset;
+            st.assigned = st.assigned.max(st.offset);
+        }
+    }
+
+    /// Replaces the cached remote members of a room; members that appeared or vanished
+    /// meanwhile are announced to the local members.
+    fn replace_remote_members(&self, room: &str, st: &RoomState, fresh: Vec<RemoteMember>) {
+        let me = self.node_id();
+        let fresh: BTreeMap<String, RemoteMember> = fresh
+            .into_iter()
+            .filter(|r| r.node != me)
+            .map(|r| (r.member.connection_id.clone(), r))
+            .collect();
+        let old = self
+            .inner
+            .cluster
+            .remote
+            .insert(room.into(), fresh.clone())
+            .unwrap_or_default();
+        if st.members.is_empty() {
+            return;
+        }
+        for (id, r) in &old {
+            if !fresh.contains_key(id) {
+                presence_notice(st, room, r.member.clone(), false);
+            }
+        }
+        for (id, r) in &fresh {
+            if !old.contains_key(id) {
+                presence_notice(st, room, r.member.clone(), true);
+            }
+        }
+    }
+
+    /// A presence change from another node: updates the cache and tells local members.
+    pub fn apply_presence(&self, change: PresenceChange) {
+        if change.node == self.node_id() {
+            return;
+        }
+        let Some(room) = self.room(&change.room) else {
+            return;
+        };
+        let st = room.lock();
+        let changed = {
+            let mut entry = self
+                .inner
+                .cluster
+                .remote
+                .entry(room.id_arc().clone())
+                .or_default();
+            let id = change.member.connection_id.clone();
+            if change.joined {
+                entry
+                    .insert(
+                        id,
+                        RemoteMember {
+                            node: change.node.clone(),
+                            member: change.member.clone(),
+                        },
+                    )
+                    .is_none()
+            } else {
+                entry.remove(&id).is_some()
+            }
+        };
+        if changed {
+            presence_notice(&st, &change.room, change.member, change.joined);
+        }
+    }
+
+    /// Where a room stands on this node: its epoch and latest offset.
+    pub fn room_cursor(&self, room: &str) -> Option<(String, u64)> {
+        let r = self.room(room)?;
+        let st = r.lock();
+        Some((st.epoch.clone(), st.offset))
+    }
+
+    /// Tells every local member of `room` that `from..=to` will not reach them, and moves
+    /// the room past it.
+    pub fn mark_gap(&self, room: &str, from: u64, to: u64) {
+        let Some(r) = self.room(room) else { return };
+        let mut st = r.lock();
+        if to <= st.offset {
+            return;
+        }
+        send_gap(&st, room, from.max(st.offset + 1), to);
+        st.offset = to;
+        st.assigned = st.assigned.max(to);
+    }
+
+    /// True when `room` was served alone while the broker was unreachable.
+    pub fn is_diverged(&self, room: &str) -> bool {
+        self.inner.cluster.diverged.lock().contains(room)
+    }
+
+    /// After the broker was unreachable: re-reads the cluster's view of every room with
+    /// local members (missed messages, remote members, epochs), re-announces the local
+    /// members and connections (the broker may have lost them).
+    pub async fn cluster_resync(&self) {
+        let Some(broker) = self.broker() else { return };
+        let rooms: Vec<Arc<Room>> = self
+            .inner
+            .rooms
+            .iter()
+            .filter(|r| !r.lock().members.is_empty())
+            .map(|r| r.clone())
+            .collect();
+        for room in rooms {
+            let members: Vec<Member> = room
+                .lock()
+                .members
+                .values()
+                .map(crate::room::MemberEntry::member)
+                .collect();
+            for m in members {
+                self.cluster_presence(room.id(), m, true).await;
+            }
+            self.sync_room(&broker, &room).await;
+        }
+        for c in self.inner.connections.iter() {
+            broker.connection_changed(&c.info(), true);
+        }
+    }
+
+    /// In a cluster, brings a room this node serves no member of up to date (its copy
+    /// is not kept current without a subscription), e.g. before answering a REST
+    /// history request. Nothing to do alone or when the room has local members.
+    pub async fn cluster_refresh(&self, room: &str) {
+        let (Some(broker), Some(r)) = (self.broker(), self.room(room)) else {
+            return;
+        };
+        let _guard = self.inner.cluster.guard(room).lock_owned().await;
+        if r.lock().members.is_empty() {
+            self.sync_room(&broker, &r).await;
+        }
+    }
+
+    /// Re-reads the cluster's view of one room (used when a broker notices the room
+    /// diverged or missed messages).
+    pub async fn resync_room(&self, room: &str) {
+        let (Some(broker), Some(r)) = (self.broker(), self.room(room)) else {
+            return;
+        };
+        self.sync_room(&broker, &r).await;
+    }
+
+    /// Publishing while the broker is unreachable: a room with local members is served
+    /// by this node alone, under a new local epoch; other rooms refuse the publish.
+    pub(crate) fn diverge(&self, room: &Room, why: &crate::broker::BrokerError) -> HubResult<()> {
+        let mut st = room.lock();
+        if st.members.is_empty() {
+            return Err(HubError::new(
+                switchboard_protocol::ErrorCode::Internal,
+                format!("cluster unavailable, message not delivered: {why}"),
+            ));
+        }
+        if self
+            .inner
+            .cluster
+            .diverged
+            .lock()
+            .insert(room.id_arc().clone())
+        {
+            tracing::warn!(room = room.id(), error = %why, "broker unreachable: serving the room on this node alone");
+            st.epoch = new_epoch();
+            st.history.clear();
+        }
+        Ok(())
+    }
+
+    /// Runs a command another node sent to this one, on local connections and rooms only.
+    pub async fn apply_command(&self, cmd: NodeCommand) {
+        let result = match cmd {
+            NodeCommand::Direct {
+                to,
+                from,
+                connection_id,
+                data,
+                ts,
+            } => {
+                let targets = match self.connection(&to) {
+                    Some(c) => vec![c],
+                    None => self.client_connections(&to),
+                };
+                let frame = Payload::Msg(SharedFrame::new(ServerMessage::Direct {
+                    from,
+                    connection_id,
+                    data,
+                    ts,
+                }));
+                for t in targets {
+                    t.send(frame.clone());
+                }
+                Ok(())
+            }
+            NodeCommand::Disconnect {
+                connection_id,
+                code,
+                reason,
+            } => self.disconnect_local(&connection_id, code, &reason),
+            NodeCommand::Join {
+                connection_id,
+                room,
+            } => self.join_local(&connection_id, &room).await,
+            NodeCommand::Leave {
+                connection_id,
+                room,
+            } => self.leave_local(&connection_id, &room).await,
+            NodeCommand::Broadcast { name, data, except } => {
+                self.broadcast_local(&name, data, &except);
+                Ok(())
+            }
+            NodeCommand::CloseRoom { room, reason } => {
+                if self.room(&room).is_some() {
+                    self.close_room_local(&room, &reason).await
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "command from another node not applied");
+        }
+    }
+
+    /// Sends `cmd` to the nodes holding `target` (a connection or client id); false when
+    /// no node has it.
+    pub(crate) async fn route(&self, target: &str, cmd: NodeCommand) -> HubResult<bool> {
+        let Some(broker) = self.broker() else {
+            return Ok(false);
+        };
+        let nodes = broker.locate(target).await.map_err(unavailable)?;
+        for node in &nodes {
+            broker
+                .command(Some(node), cmd.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(!nodes.is_empty())
+    }
+
+    /// Sends `cmd` to every other node, in the background.
+    pub(crate) fn tell_all(&self, cmd: NodeCommand) {
+        let Some(broker) = self.broker() else { return };
+        tokio::spawn(async move {
+            if let Err(e) = broker.command(None, cmd).await {
+                tracing::warn!(error = %e, "command not sent to the other nodes");
+            }
+        });
+    }
+
+    /// Connections of the other nodes (none without a broker).
+    pub(crate) async fn remote_connections(&self) -> Vec<ConnectionInfo> {
+        let Some(broker) = self.broker() else {
+            return Vec::new();
+        };
+        broker.remote_connections().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the other nodes' connections");
+            Vec::new()
+        })
+    }
+
+    /// Tells the broker a local connection opened or closed.
+    pub(crate) fn cluster_connection(&self, conn: &crate::Connection, open: bool) {
+        if let Some(b) = self.broker() {
+            b.connection_changed(&conn.info(), open);
+        }
+    }
+
+    /// One page of a room's members on every node, in connection-id order.
+    pub(crate) fn presence_page(
+        &self,
+        room: &str,
+        st: &RoomState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Member>, usize, Option<String>) {
+        let remote = self.inner.cluster.remote.get(room);
+        let empty = BTreeMap::new();
+        let remote = remote.as_deref().unwrap_or(&empty);
+        let after = |id: &str| cursor.is_none_or(|c| id > c);
+        let mut all: Vec<(String, Member)> = st
+            .members
+            .iter()
+            .filter(|(id, _)| after(id))
+            .map(|(id, m)| (id.to_string(), m.member()))
+            .chain(
+                remote
+                    .iter()
+                    .filter(|(id, _)| after(id) && !st.members.contains_key(id.as_str()))
+                    .map(|(id, r)| (id.clone(), r.member.clone())),
+            )
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let count = st.members.len() + remote.len();
+        let next_cursor = if all.len() > limit {
+            all.truncate(limit);
+            all.last().map(|(id, _)| id.clone())
+        } else {
+            None
+        };
+        (
+            all.into_iter().map(|(_, m)| m).collect(),
+            count,
+            next_cursor,
+        )
+    }
+}
+
+fn unavailable(e: crate::broker::BrokerError) -> HubError {
+    HubError::new(switchboard_protocol::ErrorCode::Internal, e.to_string())
+}
+
+fn presence_notice(st: &RoomState, room: &str, member: Member, joined: bool) {
+    let msg = if joined {
+        ServerMessage::PresenceJoin {
+            room: room.to_owned(),
+            member,
+        }
+    } else {
+        ServerMessage::PresenceLeave {
+            room: room.to_owned(),
+            member,
+        }
+    };
+    let notice = Payload::Msg(SharedFrame::new(msg));
+    for m in st.members.values() {
+        m.conn.send(notice.clone());
+    }
+}
+
+fn send_gap(st: &RoomState, room: &str, from: u64, to: u64) {
+    let notice = Payload::msg(ServerMessage::Gap {
+        room: room.to_owned(),
+        from_offset: from,
+        to_offset: to,
+    });
+    for m in st.members.values() {
+        m.conn.send(notice.clone());
+    }
+}

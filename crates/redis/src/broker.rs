@@ -1,0 +1,412 @@
+//! [`RedisBroker`]: the hub's [`Broker`] on Redis.
+//!
+//! Commands go through one `ConnectionManager` (multiplexed, reconnecting); the pub/sub
+//! side is the [`crate::subscriber`] task, reached through a bounded channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use switchboard_hub::{
+    Broker, BrokerError, ClusterPosition, ConnectionInfo, Envelope, Hub, NodeCommand,
+    PresenceChange, RemoteMember,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ClusterError;
+use crate::keys::Keys;
+use crate::subscriber::SubCommand;
+use crate::wire::{self, NodeWire, RoomWire};
+
+/// Cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id (unique in the cluster).
+    pub node_id: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// How often the node announces itself and refreshes its entries.
+    pub heartbeat: Duration,
+    /// A node silent for this long is dead: its members leave presence everywhere.
+    pub node_ttl: Duration,
+    /// How long a room's offset, epoch and history outlive its last publish.
+    pub room_ttl: Duration,
+    /// Longest wait for one Redis command.
+    pub response_timeout: Duration,
+    /// Longest pause between two reconnection attempts.
+    pub max_backoff: Duration,
+    /// Messages kept per room in its Redis stream (what recovery on any node can reach;
+    /// a room's own `history_size` bounds what it serves).
+    pub stream_len: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: "node-1".into(),
+            prefix: "switchboard".into(),
+            heartbeat: Duration::from_secs(10),
+            node_ttl: Duration::from_secs(30),
+            room_ttl: Duration::from_secs(24 * 3600),
+            response_timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(5),
+            stream_len: 1000,
+        }
+    }
+}
+
+/// Connection-index changes waiting for the index writer, at most.
+const INDEX_QUEUE: usize = 4096;
+/// Subscription requests waiting for the subscriber task, at most.
+const SUB_QUEUE: usize = 1024;
+
+pub(crate) struct Shared {
+    pub config: ClusterConfig,
+    pub keys: Keys,
+    pub client: redis::Client,
+    pub conn: ConnectionManager,
+    publish: redis::Script,
+    position: redis::Script,
+    /// The pub/sub connection is up and subscribed.
+    pub subscribed: AtomicBool,
+    /// The last command on `conn` succeeded.
+    pub commands_ok: AtomicBool,
+    pub sub_tx: mpsc::Sender<SubCommand>,
+    pub index_tx: mpsc::Sender<(ConnectionInfo, bool)>,
+}
+
+/// The Redis broker of one node.
+#[derive(Clone)]
+pub struct RedisBroker {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl RedisBroker {
+    /// Connects to Redis at `url`, plugs the broker into `hub` and starts the node's
+    /// tasks (subscriber, heartbeat and reaper, connection index). Fails if Redis cannot
+    /// be reached now; later outages are survived.
+    pub async fn start(hub: &Hub, url: &str, config: ClusterConfig) -> Result<Self, ClusterError> {
+        let client = redis::Client::open(url).map_err(ClusterError::Url)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(config.response_timeout)
+            .set_response_timeout(config.response_timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(config.max_backoff.as_millis() as u64);
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await?;
+        let pubsub = client.get_async_pubsub().await?;
+        let (sub_tx, sub_rx) = mpsc::channel(SUB_QUEUE);
+        let (index_tx, index_rx) = mpsc::channel(INDEX_QUEUE);
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&config.prefix),
+            config,
+            client,
+            conn,
+            publish: redis::Script::new(crate::scripts::PUBLISH),
+            position: redis::Script::new(crate::scripts::POSITION),
+            subscribed: AtomicBool::new(false),
+            commands_ok: AtomicBool::new(true),
+            sub_tx,
+            index_tx,
+        });
+        let broker = RedisBroker { shared };
+        crate::subscriber::spawn(broker.clone(), hub.downgrade(), pubsub, sub_rx).await?;
+        crate::heartbeat::spawn(broker.clone(), hub.downgrade(), index_rx);
+        hub.set_broker(Arc::new(broker.clone()));
+        Ok(broker)
+    }
+
+    /// A handle on the command connection.
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.shared.keys
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        &self.shared.config.node_id
+    }
+
+    /// Records whether Redis answered, for readiness.
+    pub(crate) fn answered<T>(&self, r: redis::RedisResult<T>) -> Result<T, ClusterError> {
+        self.shared.commands_ok.store(r.is_ok(), Ordering::Relaxed);
+        r.map_err(ClusterError::from)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.shared.config.room_ttl.as_millis() as u64
+    }
+
+    async fn sub(
+        &self,
+        make: impl FnOnce(oneshot::Sender<bool>) -> SubCommand,
+    ) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .sub_tx
+            .send(make(tx))
+            .await
+            .map_err(|_| BrokerError::Unavailable("subscriber stopped".into()))?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(BrokerError::Unavailable(
+                "not subscribed now; will be on reconnection".into(),
+            )),
+        }
+    }
+
+    /// Messages of `room` with offsets `from..=to` still in its stream, oldest first.
+    pub(crate) async fn range(
+        &self,
+        room: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Envelope>, ClusterError> {
+        let mut conn = self.conn();
+        let reply: redis::RedisResult<Vec<StreamEntry>> = redis::cmd("XRANGE")
+            .arg(self.keys().log(room))
+            .arg(format!("{from}-0"))
+            .arg(format!("{to}-0"))
+            .query_async(&mut conn)
+            .await;
+        let entries = self.answered(reply)?;
+        Ok(entries
+            .into_iter()
+            .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
+            .filter_map(|payload| match wire::decode_room(&payload) {
+                Ok(RoomWire::Message {
+                    o,
+                    e,
+                    message,
+                    except,
+                }) => Some(wire::envelope(o, e, message, except)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Live nodes other than this one.
+    pub(crate) async fn other_nodes(&self) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.conn();
+        let since = now_ms() - self.shared.config.node_ttl.as_millis() as i64;
+        let nodes: redis::RedisResult<Vec<String>> =
+            conn.zrangebyscore(self.keys().nodes(), since, "+inf").await;
+        let me = self.node();
+        Ok(self
+            .answered(nodes)?
+            .into_iter()
+            .filter(|n| n != me)
+            .collect())
+    }
+}
+
+/// One stream entry as XRANGE returns it: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn fresh_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, envelope: Envelope) -> Result<u64, BrokerError> {
+        let room = envelope.message.room.clone();
+        let body = wire::message_body(&envelope.message, &envelope.except)
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let k = self.keys();
+        let mut conn = self.conn();
+        let history = self.shared.config.stream_len;
+        let reply: redis::RedisResult<(u64, String)> = self
+            .shared
+            .publish
+            .key(k.seq(&room))
+            .key(k.epoch(&room))
+            .key(k.log(&room))
+            .arg(envelope.message.offset)
+            .arg(fresh_epoch())
+            .arg(history)
+            .arg(self.ttl_ms())
+            .arg(k.room_channel(&room))
+            .arg(body)
+            .invoke_async(&mut conn)
+            .await;
+        let (offset, _epoch) = self.answered(reply)?;
+        Ok(offset)
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
+        let room = room.to_owned();
+        self.sub(|reply| SubCommand::Subscribe(room, reply)).await
+    }
+
+    async fn unsubscribe(&self, room: &str) -> Result<(), BrokerError> {
+        let room = room.to_owned();
+        self.sub(|reply| SubCommand::Unsubscribe(room, reply)).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.subscribed.load(Ordering::Relaxed)
+            && self.shared.commands_ok.load(Ordering::Relaxed)
+    }
+
+    async fn position(
+        &self,
+        room: &str,
+        limit: usize,
+        diverged_from: Option<u64>,
+    ) -> Result<Option<ClusterPosition>, BrokerError> {
+        let k = self.keys();
+        let mut conn = self.conn();
+        let reply: redis::RedisResult<(String, u64, Vec<Vec<u8>>, Vec<Vec<u8>>)> = self
+            .shared
+            .position
+            .key(k.seq(room))
+            .key(k.epoch(room))
+            .key(k.log(room))
+            .key(k.members(room))
+            .arg(fresh_epoch())
+            .arg(limit.max(1))
+            .arg(diverged_from.map(|f| f.to_string()).unwrap_or_default())
+            .arg(self.ttl_ms())
+            .invoke_async(&mut conn)
+            .await;
+        let (epoch, offset, log, members) = self.answered(reply)?;
+        let mut messages: Vec<Envelope> = log
+            .iter()
+            .filter_map(|p| match wire::decode_room(p) {
+                Ok(RoomWire::Message {
+                    o,
+                    e,
+                    message,
+                    except,
+                }) if e == epoch => Some(wire::envelope(o, e, message, except)),
+                _ => None,
+            })
+            .collect();
+        messages.reverse();
+        let remote_members = members
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<RemoteMember>(m).ok())
+            .filter(|m| m.node != self.node())
+            .collect();
+        Ok(Some(ClusterPosition {
+            epoch: Some(epoch),
+            offset,
+            messages,
+            remote_members,
+        }))
+    }
+
+    async fn presence(&self, change: PresenceChange) -> Result<(), BrokerError> {
+        let k = self.keys();
+        let room = change.room.clone();
+        let id = change.member.connection_id.clone();
+        let entry = serde_json::to_string(&RemoteMember {
+            node: change.node.clone(),
+            member: change.member.clone(),
+        })
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let joined = change.joined;
+        let payload = serde_json::to_string(&RoomWire::Presence(change))
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if joined {
+            pipe.hset(k.members(&room), &id, entry).ignore();
+            pipe.sadd(k.node_rooms(self.node()), &room).ignore();
+        } else {
+            pipe.hdel(k.members(&room), &id).ignore();
+        }
+        pipe.pexpire(k.members(&room), self.ttl_ms() as i64)
+            .ignore();
+        pipe.publish(k.room_channel(&room), payload).ignore();
+        let mut conn = self.conn();
+        let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        self.answered(r)?;
+        Ok(())
+    }
+
+    async fn locate(&self, target: &str) -> Result<Vec<String>, BrokerError> {
+        let nodes = self.other_nodes().await?;
+        if nodes.is_empty() {
+            return Ok(nodes);
+        }
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.hexists(k.node_conns(n), target);
+            pipe.hget(k.node_clients(n), target);
+        }
+        let mut conn = self.conn();
+        let r: redis::RedisResult<Vec<(bool, Option<i64>)>> = async {
+            let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let mut out = Vec::new();
+            for pair in flat.chunks(2) {
+                let has: bool = redis::from_redis_value(&pair[0])?;
+                let count: Option<i64> = redis::from_redis_value(&pair[1])?;
+                out.push((has, count));
+            }
+            Ok(out)
+        }
+        .await;
+        let found = self.answered(r)?;
+        Ok(nodes
+            .into_iter()
+            .zip(found)
+            .filter(|(_, (has, count))| *has || count.is_some_and(|c| c > 0))
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    async fn command(&self, node: Option<&str>, command: NodeCommand) -> Result<(), BrokerError> {
+        let payload = serde_json::to_string(&NodeWire {
+            from: self.node().to_owned(),
+            command,
+        })
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let channel = match node {
+            Some(n) => self.keys().node_channel(n),
+            None => self.keys().all_channel(),
+        };
+        let mut conn = self.conn();
+        let r: redis::RedisResult<i64> = conn.publish(channel, payload).await;
+        self.answered(r)?;
+        Ok(())
+    }
+
+    async fn remote_connections(&self) -> Result<Vec<ConnectionInfo>, BrokerError> {
+        let nodes = self.other_nodes().await?;
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.hvals(self.keys().node_conns(n));
+        }
+        let mut conn = self.conn();
+        let r: redis::RedisResult<Vec<Vec<Vec<u8>>>> = pipe.query_async(&mut conn).await;
+        Ok(self
+            .answered(r)?
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+
+    fn connection_changed(&self, info: &ConnectionInfo, open: bool) {
+        // Never waits: when the writer is this far behind, the next heartbeat rewrites
+        // the whole index anyway.
+        if self.shared.index_tx.try_send((info.clone(), open)).is_err() {
+            tracing::debug!("connection index update deferred to the next heartbeat");
+        }
+    }
+}

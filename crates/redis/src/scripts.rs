@@ -1,0 +1,64 @@
+//! The Lua scripts: each runs atomically in Redis, so offsets and epochs need no lock
+//! anywhere else, and a publish costs one round trip (`EVALSHA`).
+
+/// Numbers a message and hands it to every node.
+///
+/// KEYS: seq, epoch, log. ARGV: 1 floor (the newest offset the publishing node has
+/// seen: the new offset is above it even if Redis lost the counter), 2 a fresh epoch
+/// (used if the room has none yet), 3 history size (stream bound; 0 keeps none),
+/// 4 time to live in ms of the room's keys, 5 the room's channel, 6 the message body as a
+/// JSON object without its opening brace.
+///
+/// The payload is assembled here, by concatenation, so that the offset and epoch are in
+/// the very bytes stored and published; the body's own JSON is never re-encoded (Lua's
+/// cjson would turn large integers into floats). Returns `{offset, epoch}`.
+pub const PUBLISH: &str = r#"
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if floor > seq then seq = floor end
+seq = seq + 1
+redis.call('SET', KEYS[1], seq, 'PX', ARGV[4])
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[3])
+end
+redis.call('SET', KEYS[2], epoch, 'PX', ARGV[4])
+local id = string.format('%d', seq)
+local payload = '{"k":"m","o":' .. id .. ',"e":"' .. epoch .. '",' .. ARGV[6]
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], id .. '-0', 'm', payload)
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[5], payload)
+return {seq, epoch}
+"#;
+
+/// A room as the cluster knows it: epoch (created if missing), latest offset, newest
+/// messages and members.
+///
+/// KEYS: seq, epoch, log, members. ARGV: 1 a fresh epoch, 2 how many messages,
+/// 3 a floor when the calling node served the room alone during an outage (empty
+/// otherwise): the room then starts a new epoch, with an empty log, whose offsets
+/// continue above the floor; 4 time to live in ms.
+/// Returns `{epoch, offset, {payload…} newest first, {member JSON…}}`.
+pub const POSITION: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[3] ~= '' or not epoch then
+  epoch = ARGV[1]
+  if ARGV[3] ~= '' then
+    local floor = tonumber(ARGV[3])
+    if floor > seq then seq = floor end
+  end
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[1], seq, 'PX', ARGV[4])
+  redis.call('SET', KEYS[2], epoch, 'PX', ARGV[4])
+end
+local out = {}
+local entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
+for i, e in ipairs(entries) do
+  out[i] = e[2][2]
+end
+return {epoch, string.format('%d', seq), out, redis.call('HVALS', KEYS[4])}
+"#;

@@ -1,0 +1,594 @@
+//! Cluster mode end to end: several `switchboard` processes against a private
+//! `redis-server` started by the test, driven by tokio-tungstenite clients and plain
+//! HTTP. Skipped (with a note) when `redis-server` is not installed; `scripts/test`
+//! installs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A client and what it received while waiting for something else.
+struct Client {
+    ws: Ws,
+    backlog: std::collections::VecDeque<Value>,
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Heartbeats fast enough for a test: a dead node is noticed within about 2 s.
+const CLUSTER_TOML: &str = "[cluster]\nheartbeat_ms = 300\nnode_ttl_ms = 1500\n";
+
+// ---- processes --------------------------------------------------------------------
+
+struct Redis {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_available() -> bool {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    async fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server");
+        let redis = Redis {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if redis.ping().await {
+                return redis;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        self.command("PING\r\n").await.starts_with("+PONG")
+    }
+
+    /// One inline command, its raw reply.
+    async fn command(&self, line: &str) -> String {
+        let Ok(Ok(mut s)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port)),
+        )
+        .await
+        else {
+            return String::new();
+        };
+        if s.write_all(line.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn stop(mut self) -> u16 {
+        self.child.kill().await.unwrap();
+        self.port
+    }
+}
+
+struct Node {
+    addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(redis: &Redis, id: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("switchboard.toml");
+        std::fs::write(&config, CLUSTER_TOML).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+            .args(["--redis", &redis.url(), "--node-id", id])
+            .arg("--config")
+            .arg(&config)
+            .env("SWITCHBOARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    return rest.trim().parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("node {id} exited before listening");
+        })
+        .await
+        .expect("node did not start");
+        // Keep draining its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    async fn kill9(&mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+    }
+}
+
+// ---- clients ----------------------------------------------------------------------
+
+async fn connect(node: &Node, client_id: &str) -> Client {
+    let url = format!("ws://{}/ws?client_id={client_id}", node.addr);
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = Client {
+        ws,
+        backlog: Default::default(),
+    };
+    until(&mut c, "welcome").await;
+    c
+}
+
+async fn next_json(c: &mut Client) -> Value {
+    if let Some(v) = c.backlog.pop_front() {
+        return v;
+    }
+    loop {
+        let m = tokio::time::timeout(WAIT, c.ws.next())
+            .await
+            .expect("timed out")
+            .expect("ended")
+            .expect("error");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+async fn until(ws: &mut Client, ty: &str) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] == ty {
+            return v;
+        }
+    }
+}
+
+async fn send(c: &mut Client, v: Value) {
+    c.ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+async fn join(ws: &mut Client, room: &str, since: Option<Value>) -> Value {
+    let mut req = json!({"type":"join","room":room,"id":"j"});
+    if let Some(s) = since {
+        req["since"] = s;
+    }
+    send(ws, req).await;
+    until(ws, "joined").await
+}
+
+async fn publish(c: &mut Client, room: &str, data: Value) -> u64 {
+    send(
+        c,
+        json!({"type":"publish","room":room,"data":data,"id":"p"}),
+    )
+    .await;
+    let mut other = Vec::new();
+    let offset = loop {
+        let v = next_json(c).await;
+        if v["id"] == "p" {
+            assert_eq!(v["type"], "ack", "publish refused: {v}");
+            break v["offset"].as_u64().unwrap();
+        }
+        other.push(v);
+    };
+    // Keep what came meanwhile, in order, ahead of anything not read yet.
+    for v in other.into_iter().rev() {
+        c.backlog.push_front(v);
+    }
+    offset
+}
+
+/// The next `n` room messages' offsets and data.
+async fn messages(ws: &mut Client, n: usize) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = next_json(ws).await;
+        if v["type"] == "message" {
+            out.push((v["offset"].as_u64().unwrap(), v["data"].clone()));
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.1 request; returns status and JSON body (Null when empty).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Polls `f` until it is true, at most `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+macro_rules! need_redis {
+    () => {
+        if !redis_available() {
+            eprintln!("redis-server not installed: cluster test skipped");
+            return;
+        }
+    };
+}
+
+// ---- tests ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_order_and_recovery_crosses_nodes() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let n3 = Node::start(&redis, "n3").await;
+    let mut a = connect(&n1, "a").await;
+    let mut b = connect(&n2, "b").await;
+    let mut c = connect(&n3, "c").await;
+    for ws in [&mut a, &mut b, &mut c] {
+        let j = join(ws, "lobby", None).await;
+        assert_eq!(j["offset"], 0);
+    }
+    // Publishers on two nodes, interleaved.
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(publish(&mut a, "lobby", json!({"from":"a","i":i})).await);
+        acked.push(publish(&mut b, "lobby", json!({"from":"b","i":i})).await);
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=20).collect::<Vec<_>>(),
+        "offsets are unique and dense"
+    );
+    let seen_c = messages(&mut c, 20).await;
+    let offsets: Vec<u64> = seen_c.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
+    // Same order, same offsets on every node.
+    let seen_a = messages(&mut a, 20).await;
+    let seen_b = messages(&mut b, 20).await;
+    assert_eq!(seen_a, seen_c);
+    assert_eq!(seen_b, seen_c);
+
+    // c leaves at offset 20; 5 more messages; c comes back on another node.
+    let epoch = join(&mut connect(&n3, "probe").await, "lobby", None).await["epoch"].clone();
+    drop(c);
+    for i in 0..5 {
+        publish(&mut a, "lobby", json!({"late":i})).await;
+    }
+    let mut c2 = connect(&n1, "c").await;
+    let j = join(&mut c2, "lobby", Some(json!({"offset":20,"epoch":epoch}))).await;
+    assert_eq!(j["recovered_complete"], true, "{j}");
+    let rec: Vec<u64> = j["recovered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rec, vec![21, 22, 23, 24, 25]);
+    // A node that never had the room serves its history too.
+    let mut d = connect(&n2, "d").await;
+    send(
+        &mut d,
+        json!({"type":"join","room":"lobby","since":{"offset":23,"epoch":epoch}}),
+    )
+    .await;
+    let j = until(&mut d, "joined").await;
+    assert_eq!(j["offset"], 25);
+    assert_eq!(j["recovered"].as_array().unwrap().len(), 2);
+    let (status, body) = http(n3.addr, "GET", "/api/rooms/lobby/history?since=24", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["offset"], 25);
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directs_presence_and_rest_work_from_any_node() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let mut a = connect(&n1, "alice").await;
+    join(&mut a, "room", None).await;
+    let mut b = connect(&n2, "bob").await;
+    let j = join(&mut b, "room", None).await;
+    let members: Vec<&str> = j["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(j["members_count"], 2, "{j}");
+    assert!(
+        members.contains(&"alice") && members.contains(&"bob"),
+        "{j}"
+    );
+    let pj = until(&mut a, "presence_join").await;
+    assert_eq!(pj["member"]["client_id"], "bob");
+    let b_id = pj["member"]["connection_id"].as_str().unwrap().to_owned();
+
+    send(&mut a, json!({"type":"presence","room":"room","id":"q"})).await;
+    let p = until(&mut a, "presence").await;
+    assert_eq!(p["count"], 2, "{p}");
+
+    // WebSocket direct, by client id and by connection id, across nodes.
+    send(
+        &mut a,
+        json!({"type":"direct","to":"bob","data":"hi","id":"d1"}),
+    )
+    .await;
+    let ack = until(&mut a, "ack").await;
+    assert_eq!(ack["id"], "d1");
+    let d = until(&mut b, "direct").await;
+    assert_eq!(
+        (d["from"].as_str(), d["data"].as_str()),
+        (Some("alice"), Some("hi"))
+    );
+    send(
+        &mut a,
+        json!({"type":"direct","to":b_id,"data":"again","id":"d2"}),
+    )
+    .await;
+    assert_eq!(until(&mut b, "direct").await["data"], "again");
+    send(
+        &mut a,
+        json!({"type":"direct","to":"nobody","data":1,"id":"d3"}),
+    )
+    .await;
+    let e = until(&mut a, "error").await;
+    assert_eq!(e["code"], "NOT_FOUND");
+
+    // REST on node 1 about a connection on node 2.
+    let (s, list) = http(n1.addr, "GET", "/api/connections", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["count"], 2, "cluster-wide list: {list}");
+    let (s, one) = http(n1.addr, "GET", &format!("/api/connections/{b_id}"), None).await;
+    assert_eq!(
+        (s, one["connection"]["client_id"].as_str()),
+        (200, Some("bob"))
+    );
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        &format!("/api/connections/{b_id}/messages"),
+        Some(json!({"data":"from rest"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let d = until(&mut b, "direct").await;
+    assert_eq!(
+        (d["from"].as_str(), d["data"].as_str()),
+        (Some("server"), Some("from rest"))
+    );
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms/side/join",
+        Some(json!({"connection_id": b_id})),
+    )
+    .await;
+    // The room does not exist on node 1; the join is carried out by node 2.
+    assert!(s == 200 || s == 404, "join status {s}");
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/broadcast",
+        Some(json!({"data":"all"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(until(&mut b, "event").await["data"], "all");
+    let (s, _) = http(n1.addr, "DELETE", "/api/rooms/room", None).await;
+    assert_eq!(s, 204);
+    assert_eq!(until(&mut b, "closed").await["room"], "room");
+    let (s, _) = http(n1.addr, "DELETE", &format!("/api/connections/{b_id}"), None).await;
+    assert_eq!(s, 204);
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match b.ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1000));
+    let (s, _) = http(n1.addr, "DELETE", "/api/connections/nope", None).await;
+    assert_eq!(s, 404);
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_presence_everywhere() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let mut n2 = Node::start(&redis, "n2").await;
+    let n3 = Node::start(&redis, "n3").await;
+    let mut a = connect(&n1, "a").await;
+    let mut c = connect(&n3, "c").await;
+    join(&mut a, "watch", None).await;
+    join(&mut c, "watch", None).await;
+    until(&mut a, "presence_join").await;
+    let mut b = connect(&n2, "b").await;
+    join(&mut b, "watch", None).await;
+    assert_eq!(
+        until(&mut a, "presence_join").await["member"]["client_id"],
+        "b"
+    );
+    assert_eq!(
+        until(&mut c, "presence_join").await["member"]["client_id"],
+        "b"
+    );
+    n2.kill9().await;
+    let started = std::time::Instant::now();
+    // node_ttl 1.5 s + heartbeat 0.3 s: well within the wait.
+    let left = until(&mut a, "presence_leave").await;
+    assert_eq!(left["member"]["client_id"], "b");
+    assert_eq!(
+        until(&mut c, "presence_leave").await["member"]["client_id"],
+        "b"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    send(&mut a, json!({"type":"presence","room":"watch","id":"q"})).await;
+    assert_eq!(until(&mut a, "presence").await["count"], 2);
+    let (_, list) = http(n1.addr, "GET", "/api/connections", None).await;
+    assert_eq!(
+        list["count"], 2,
+        "the dead node's connections are gone: {list}"
+    );
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_traffic_reports_the_hole() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let mut a = connect(&n1, "a").await;
+    let mut b = connect(&n2, "b").await;
+    let j = join(&mut a, "live", None).await;
+    join(&mut b, "live", None).await;
+    let epoch = j["epoch"].clone();
+    for i in 0..5 {
+        publish(&mut a, "live", json!(i)).await;
+    }
+    assert_eq!(messages(&mut b, 5).await.last().unwrap().0, 5);
+
+    let port = redis.stop().await;
+    eventually(WAIT, "node 1 reports not ready", || async {
+        http(n1.addr, "GET", "/readyz", None).await.0 == 503
+    })
+    .await;
+    // Each node keeps serving its own members.
+    let o = publish(&mut a, "live", json!("alone")).await;
+    assert_eq!(o, 6);
+    assert_eq!(
+        messages(&mut a, 6).await.last().unwrap(),
+        &(6, json!("alone"))
+    );
+    let o = publish(&mut b, "live", json!("alone too")).await;
+    assert_eq!(o, 6, "node 2 numbers on from what its members saw");
+
+    let redis = Redis::start_on(port).await;
+    for n in [&n1, &n2] {
+        eventually(Duration::from_secs(20), "ready again", || async {
+            http(n.addr, "GET", "/readyz", None).await.0 == 200
+        })
+        .await;
+    }
+    // Traffic crosses nodes again, offsets above anything seen on either node.
+    let o = publish(&mut a, "live", json!("back")).await;
+    assert!(o > 6, "offset {o}");
+    let got = loop {
+        let m = messages(&mut b, 1).await;
+        if m[0].1 == json!("back") {
+            break m[0].0;
+        }
+    };
+    assert_eq!(got, o);
+    // Whoever recovers across the outage learns of the hole.
+    let mut late = connect(&n2, "late").await;
+    let j = join(&mut late, "live", Some(json!({"offset":5,"epoch":epoch}))).await;
+    assert_eq!(j["recovered_complete"], false, "{j}");
+    assert_ne!(j["epoch"], epoch);
+    drop(redis);
+}
