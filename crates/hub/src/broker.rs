@@ -10,7 +10,8 @@
 //!
 //! Beyond sequencing, a broker carries what makes several nodes look like one server
 //! (see [`crate::cluster`]): the room's position and recent history for a node that
-//! starts serving a room ([`Broker::position`]), presence changes, commands for
+//! starts serving a room ([`Broker::position`]), presence changes, parameter changes and
+//! triggers ([`Broker::signal`]), commands for
 //! connections held by another node (directs, disconnects, server-side joins, broadcasts,
 //! room closes) and the cluster-wide connection list. Every one of those methods has a
 //! default that does nothing, so a broker that only sequences stays a few lines long.
@@ -19,15 +20,15 @@
 //! rooms, presence and connections, which is how the seam is tested. `switchboard-redis`
 //! implements the same trait over Redis for a cluster of processes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use switchboard_protocol::RoomMessage;
+use switchboard_protocol::{ParamState, RoomMessage};
 use tokio::sync::mpsc;
 
-use crate::cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember};
+use crate::cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember, RoomSignal};
 use crate::connection::ConnectionInfo;
 
 /// A broker failure.
@@ -85,6 +86,12 @@ pub trait Broker: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Keeps the signal's parameters as the room's current values and passes the signal
+    /// to the other nodes serving the room.
+    async fn signal(&self, _signal: RoomSignal) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
     /// The other nodes holding a connection with this id, or connections of this client
     /// id.
     async fn locate(&self, _target: &str) -> Result<Vec<String>, BrokerError> {
@@ -116,6 +123,8 @@ pub struct MemoryBus {
     // channel is full and the send has to wait.
     offsets: Arc<tokio::sync::Mutex<HashMap<String, u64>>>,
     nodes: Arc<Mutex<NodeList>>,
+    /// Room → parameter name → its latest value, as shared through [`Broker::signal`].
+    params: Arc<Mutex<HashMap<String, BTreeMap<String, ParamState>>>>,
 }
 
 struct NodeInner {
@@ -221,7 +230,7 @@ impl Broker for MemoryBroker {
         _limit: usize,
         _diverged_from: Option<u64>,
     ) -> Result<Option<ClusterPosition>, BrokerError> {
-        // The bus keeps no history or epochs; it only shares presence.
+        // The bus keeps no history or epochs; it only shares presence and parameters.
         let remote_members = self
             .bus
             .others(&self.node.id)
@@ -234,7 +243,14 @@ impl Broker for MemoryBroker {
                 })
             })
             .collect::<Vec<_>>();
-        if remote_members.is_empty() {
+        let params: Vec<ParamState> = self
+            .bus
+            .params
+            .lock()
+            .get(room)
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        if remote_members.is_empty() && params.is_empty() {
             return Ok(None);
         }
         Ok(Some(ClusterPosition {
@@ -242,6 +258,7 @@ impl Broker for MemoryBroker {
             offset: 0,
             messages: Vec::new(),
             remote_members,
+            params,
         }))
     }
 
@@ -257,6 +274,24 @@ impl Broker for MemoryBroker {
         for n in self.bus.others(&self.node.id) {
             if let Some(hub) = n.hub.upgrade() {
                 hub.apply_presence(change.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn signal(&self, signal: RoomSignal) -> Result<(), BrokerError> {
+        if !signal.params.is_empty() {
+            let mut params = self.bus.params.lock();
+            let room = params.entry(signal.room.clone()).or_default();
+            for p in &signal.params {
+                room.insert(p.name.clone(), p.clone());
+            }
+        }
+        for n in self.bus.others(&self.node.id) {
+            if n.rooms.lock().contains(&signal.room)
+                && let Some(hub) = n.hub.upgrade()
+            {
+                hub.apply_signal(signal.clone());
             }
         }
         Ok(())

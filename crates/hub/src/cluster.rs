@@ -2,8 +2,9 @@
 //! [`crate::Broker`] beyond sequencing messages.
 //!
 //! Where to start: [`Hub::cluster_enter`] (a node starts serving a room: subscribe, then
-//! take the cluster's epoch, offset, history and remote members), [`Hub::apply_presence`]
-//! and [`Hub::apply_command`] (what other nodes send this one), and
+//! take the cluster's epoch, offset, history, remote members and parameters),
+//! [`Hub::apply_presence`], [`Hub::apply_signal`] and [`Hub::apply_command`] (what other
+//! nodes send this one), and
 //! [`Hub::cluster_resync`] (after the broker was unreachable).
 //!
 //! Rules kept here:
@@ -13,6 +14,10 @@
 //! - Members on other nodes are cached per room ([`RemoteMember`]), filled when the
 //!   node starts serving the room and kept current by presence changes; `joined`,
 //!   `presence` and presence events use it without asking the broker.
+//! - Parameters and triggers (`update`, `trigger`) carry no offset: the node where they
+//!   are raised tells its own members at once and hands a [`RoomSignal`] to the broker,
+//!   which keeps the room's parameter values (for nodes that start serving the room
+//!   later) and passes the signal to the other nodes serving it.
 //! - While the broker is unreachable a node keeps serving rooms that have local members
 //!   on its own, under a new local epoch (the room *diverged*); when the broker is back
 //!   the room gets a new cluster-wide epoch whose offsets continue above every offset a
@@ -28,7 +33,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchboard_protocol::{Member, ServerMessage};
+use switchboard_protocol::{Member, ParamState, ServerMessage};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::broker::{Broker, Envelope};
@@ -52,6 +57,8 @@ pub struct ClusterPosition {
     pub messages: Vec<Envelope>,
     /// Members on other nodes.
     pub remote_members: Vec<RemoteMember>,
+    /// The room's parameters as the cluster last saw them set.
+    pub params: Vec<ParamState>,
 }
 
 /// A member of a room connected to another node.
@@ -68,6 +75,22 @@ pub struct PresenceChange {
     pub room: String,
     pub joined: bool,
     pub member: Member,
+}
+
+/// A room event without an offset raised on one node (a parameter defined or set, a
+/// trigger): the other nodes serving the room update their parameters and pass the
+/// message to their members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomSignal {
+    pub node: String,
+    pub room: String,
+    /// Parameters to define or overwrite (and to keep for nodes joining the room later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamState>,
+    /// What the room's members get (`update`, `trigger`); `None` to only share the
+    /// parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<ServerMessage>,
 }
 
 /// Something a node asks another node to do to connections or rooms it holds.
@@ -197,6 +220,43 @@ impl Hub {
         }
     }
 
+    /// Shares parameters and/or a room event with the other nodes serving `room`.
+    pub(crate) async fn cluster_signal(
+        &self,
+        room: &str,
+        params: Vec<ParamState>,
+        message: Option<ServerMessage>,
+    ) {
+        let Some(broker) = self.broker() else { return };
+        let signal = RoomSignal {
+            node: self.node_id().to_owned(),
+            room: room.to_owned(),
+            params,
+            message,
+        };
+        if let Err(e) = broker.signal(signal).await {
+            tracing::warn!(room, error = %e, "room event not shared with the cluster");
+        }
+    }
+
+    /// A parameter change or trigger from another node: updates the room's parameters
+    /// and tells local members, as if it had been raised here.
+    pub fn apply_signal(&self, signal: RoomSignal) {
+        if signal.node == self.node_id() {
+            return;
+        }
+        let Some(room) = self.room(&signal.room) else {
+            return;
+        };
+        if !signal.params.is_empty() {
+            let mut st = room.lock();
+            merge_params(&mut st, signal.params);
+        }
+        if let Some(msg) = signal.message {
+            self.room_event(&room, msg);
+        }
+    }
+
     /// Takes the cluster's position of `room` (rotating its epoch first if this node
     /// served it alone during an outage).
     async fn sync_room(&self, broker: &Arc<dyn Broker>, room: &Arc<Room>) {
@@ -223,6 +283,7 @@ impl Hub {
     fn apply_position(&self, room: &Arc<Room>, pos: ClusterPosition) {
         let mut st = room.lock();
         self.replace_remote_members(room.id(), &st, pos.remote_members);
+        merge_params(&mut st, pos.params);
         let Some(epoch) = pos.epoch else { return };
         if st.members.is_empty() {
             // Nobody here has seen anything of this room: take it as it is.
@@ -569,6 +630,16 @@ impl Hub {
             count,
             next_cursor,
         )
+    }
+}
+
+/// Defines or overwrites parameters with the cluster's values.
+fn merge_params(st: &mut RoomState, params: Vec<ParamState>) {
+    for p in params {
+        match st.param_mut(&p.name) {
+            Some(mine) => *mine = p,
+            None => st.params.push(p),
+        }
     }
 }
 

@@ -150,7 +150,7 @@ impl Hub {
                 name,
                 data,
                 at,
-            } => self.on_trigger(conn, &room, name, data, at),
+            } => self.on_trigger(conn, &room, name, data, at).await,
             ClientMessage::Sync { room } => self.on_sync(conn, id.clone(), &room),
             ClientMessage::GetConnectionId => Ok(Outcome::Reply(ServerMessage::ConnectionId {
                 id: id.clone(),
@@ -480,7 +480,7 @@ impl Hub {
     ) -> Reply {
         let room = self.member_room(conn, room_id)?;
         may_write(conn, room_id)?;
-        {
+        let state = {
             let mut st = room.lock();
             let p = st.param_mut(&param).ok_or_else(|| {
                 HubError::not_found(format!("room `{room_id}` has no parameter `{param}`"))
@@ -492,18 +492,23 @@ impl Hub {
                 )));
             }
             p.value = value;
-        }
+            p.clone()
+        };
         self.persist_params(&room).await?;
-        self.room_event(
-            &room,
-            ServerMessage::Update {
-                room: room_id.to_owned(),
-                param: param.clone(),
-                value,
-                at,
-                from: conn.client_id().to_owned(),
-            },
-        );
+        let update = ServerMessage::Update {
+            room: room_id.to_owned(),
+            param: param.clone(),
+            value,
+            at,
+            from: conn.client_id().to_owned(),
+        };
+        if self.has_broker() {
+            self.room_event(&room, update.clone());
+            self.cluster_signal(room_id, vec![state], Some(update))
+                .await;
+        } else {
+            self.room_event(&room, update);
+        }
         self.emit_rt(RtKind::Param, room_id, &param, value, at);
         if self.inner.events.wanted() {
             self.inner.events.emit(HubEvent::Param {
@@ -517,7 +522,7 @@ impl Hub {
         ack()
     }
 
-    fn on_trigger(
+    async fn on_trigger(
         &self,
         conn: &Connection,
         room_id: &str,
@@ -540,17 +545,21 @@ impl Hub {
             });
         }
         self.emit_rt(RtKind::Trigger, room_id, &name, 0.0, Some(at));
-        self.room_event(
-            &room,
-            ServerMessage::Trigger {
-                room: room_id.to_owned(),
-                name,
-                data,
-                at,
-                from: conn.client_id().to_owned(),
-                ts,
-            },
-        );
+        let trigger = ServerMessage::Trigger {
+            room: room_id.to_owned(),
+            name,
+            data,
+            at,
+            from: conn.client_id().to_owned(),
+            ts,
+        };
+        if self.has_broker() {
+            self.room_event(&room, trigger.clone());
+            self.cluster_signal(room_id, Vec::new(), Some(trigger))
+                .await;
+        } else {
+            self.room_event(&room, trigger);
+        }
         ack()
     }
 

@@ -694,6 +694,10 @@ impl Hub {
             self.inner.rooms.remove(id.as_str());
             return Err(HubError::new(ErrorCode::Internal, e.to_string()));
         }
+        if !info.params.is_empty() {
+            // Nodes that serve the room later take its parameters from the cluster.
+            self.cluster_signal(&id, info.params.clone(), None).await;
+        }
         Ok(info)
     }
 
@@ -1339,16 +1343,20 @@ impl Hub {
             }
         };
         self.persist_params(&r).await?;
-        self.room_event(
-            &r,
-            ServerMessage::Update {
-                room: room.to_owned(),
-                param: state.name.clone(),
-                value: state.value,
-                at: None,
-                from: "server".into(),
-            },
-        );
+        let update = ServerMessage::Update {
+            room: room.to_owned(),
+            param: state.name.clone(),
+            value: state.value,
+            at: None,
+            from: "server".into(),
+        };
+        if self.has_broker() {
+            self.room_event(&r, update.clone());
+            self.cluster_signal(room, vec![state.clone()], Some(update))
+                .await;
+        } else {
+            self.room_event(&r, update);
+        }
         self.emit_rt(RtKind::Param, room, &state.name, state.value, None);
         Ok(state)
     }

@@ -44,7 +44,7 @@ pub mod store;
 
 pub use auth::{Grant, Permissions, TokenVerifier};
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
-pub use cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember};
+pub use cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember, RoomSignal};
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};
 pub use endpoint::{EndpointRules, EventSet, Mode, SlowConsumer};

@@ -145,3 +145,95 @@ async fn a_node_without_its_broker_serves_its_members_under_a_new_epoch() {
     .unwrap();
     assert!(h.publish("empty", json!(1), &[]).await.is_err());
 }
+
+#[tokio::test]
+async fn params_and_triggers_reach_every_node() {
+    let bus = MemoryBus::new();
+    let (h1, h2) = (node("n1"), node("n2"));
+    bus.attach(&h1, 64);
+    bus.attach(&h2, 64);
+    h1.create_room(switchboard_hub::RoomSpec {
+        id: Some("r".into()),
+        params: Some(vec![switchboard_hub::ParamSpec {
+            name: "gain".into(),
+            value: 0.5,
+            min: Some(0.0),
+            max: Some(1.0),
+        }]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = rules(|_| {});
+    let a = connect(&h1, "alice", &r);
+    let b = connect(&h2, "bob", &r);
+    send(&h1, &a, json!({"type":"join","room":"r"})).await;
+    // The room was defined on n1 only: n2 takes its parameters from the cluster.
+    send(&h2, &b, json!({"type":"join","room":"r"})).await;
+    let out = send(&h2, &b, json!({"type":"sync","room":"r","id":1})).await;
+    assert_eq!(
+        of_type(&out, "state")[0]["params"][0]["value"],
+        0.5,
+        "{out:?}"
+    );
+    drain(&a);
+    drain(&b);
+
+    let out = send(
+        &h1,
+        &a,
+        json!({"type":"param","room":"r","param":"gain","value":0.75,"id":2}),
+    )
+    .await;
+    assert_eq!(of_type(&out, "ack").len(), 1, "{out:?}");
+    let got = drain(&b);
+    let update = of_type(&got, "update");
+    assert_eq!(update.len(), 1, "{got:?}");
+    assert_eq!(update[0]["value"], 0.75);
+    assert_eq!(update[0]["from"], "alice");
+
+    let out = send(
+        &h2,
+        &b,
+        json!({"type":"trigger","room":"r","name":"go","data":{"n":1},"id":3}),
+    )
+    .await;
+    assert_eq!(
+        of_type(&out, "trigger").len(),
+        1,
+        "the sender's node tells its members"
+    );
+    let got = drain(&a);
+    let trigger = of_type(&got, "trigger");
+    assert_eq!(trigger.len(), 1, "{got:?}");
+    assert_eq!(
+        (&trigger[0]["name"], &trigger[0]["from"]),
+        (&json!("go"), &json!("bob"))
+    );
+
+    // Server-side set on n2 (where the room was auto-created) reaches n1's members.
+    h2.set_param(
+        "r",
+        switchboard_hub::ParamSpec {
+            name: "gain".into(),
+            value: 0.25,
+            min: None,
+            max: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(of_type(&drain(&a), "update")[0]["value"], 0.25);
+
+    // A late joiner on a third node sees the latest value.
+    let h3 = node("n3");
+    bus.attach(&h3, 64);
+    let c = connect(&h3, "carol", &r);
+    send(&h3, &c, json!({"type":"join","room":"r"})).await;
+    let out = send(&h3, &c, json!({"type":"sync","room":"r","id":4})).await;
+    assert_eq!(
+        of_type(&out, "state")[0]["params"][0]["value"],
+        0.25,
+        "{out:?}"
+    );
+}

@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
     Broker, BrokerError, ClusterPosition, ConnectionInfo, Envelope, Hub, NodeCommand,
-    PresenceChange, RemoteMember,
+    PresenceChange, RemoteMember, RoomSignal,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -269,20 +269,22 @@ impl Broker for RedisBroker {
     ) -> Result<Option<ClusterPosition>, BrokerError> {
         let k = self.keys();
         let mut conn = self.conn();
-        let reply: redis::RedisResult<(String, u64, Vec<Vec<u8>>, Vec<Vec<u8>>)> = self
+        type Position = (String, u64, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+        let reply: redis::RedisResult<Position> = self
             .shared
             .position
             .key(k.seq(room))
             .key(k.epoch(room))
             .key(k.log(room))
             .key(k.members(room))
+            .key(k.params(room))
             .arg(fresh_epoch())
             .arg(limit.max(1))
             .arg(diverged_from.map(|f| f.to_string()).unwrap_or_default())
             .arg(self.ttl_ms())
             .invoke_async(&mut conn)
             .await;
-        let (epoch, offset, log, members) = self.answered(reply)?;
+        let (epoch, offset, log, members, params) = self.answered(reply)?;
         let mut messages: Vec<Envelope> = log
             .iter()
             .filter_map(|p| match wire::decode_room(p) {
@@ -301,11 +303,16 @@ impl Broker for RedisBroker {
             .filter_map(|m| serde_json::from_slice::<RemoteMember>(m).ok())
             .filter(|m| m.node != self.node())
             .collect();
+        let params = params
+            .iter()
+            .filter_map(|p| serde_json::from_slice(p).ok())
+            .collect();
         Ok(Some(ClusterPosition {
             epoch: Some(epoch),
             offset,
             messages,
             remote_members,
+            params,
         }))
     }
 
@@ -331,6 +338,28 @@ impl Broker for RedisBroker {
         }
         pipe.pexpire(k.members(&room), self.ttl_ms() as i64)
             .ignore();
+        pipe.publish(k.room_channel(&room), payload).ignore();
+        let mut conn = self.conn();
+        let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        self.answered(r)?;
+        Ok(())
+    }
+
+    async fn signal(&self, signal: RoomSignal) -> Result<(), BrokerError> {
+        let k = self.keys();
+        let room = signal.room.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !signal.params.is_empty() {
+            for p in &signal.params {
+                let state = serde_json::to_string(p)
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+                pipe.hset(k.params(&room), &p.name, state).ignore();
+            }
+            pipe.pexpire(k.params(&room), self.ttl_ms() as i64).ignore();
+        }
+        let payload = serde_json::to_string(&RoomWire::Signal(signal))
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         pipe.publish(k.room_channel(&room), payload).ignore();
         let mut conn = self.conn();
         let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;

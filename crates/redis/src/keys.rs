@@ -6,7 +6,9 @@
 //! - `P:{room}:epoch`: the room's epoch;
 //! - `P:{room}:log`: a stream of the latest messages, entry id `<offset>-0`, field `m`;
 //! - `P:{room}:members`: hash, connection id → member on some node (JSON);
-//! - channel `P:room:<room>`: live messages and presence changes.
+//! - `P:{room}:params`: hash, parameter name → its latest state (JSON);
+//! - channel `P:room:<room>`: live messages, presence changes, parameter changes and
+//!   triggers.
 //!
 //! Per node: `P:node:<id>` (its command channel), `P:node:<id>:conns` (hash, connection
 //! id → connection JSON), `P:node:<id>:clients` (hash, client id → connections),
@@ -38,6 +40,9 @@ impl Keys {
     }
     pub fn members(&self, room: &str) -> String {
         format!("{}:{{{room}}}:members", self.prefix)
+    }
+    pub fn params(&self, room: &str) -> String {
+        format!("{}:{{{room}}}:params", self.prefix)
     }
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{room}", self.prefix)

@@ -60,5 +60,5 @@ local entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
 for i, e in ipairs(entries) do
   out[i] = e[2][2]
 end
-return {epoch, string.format('%d', seq), out, redis.call('HVALS', KEYS[4])}
+return {epoch, string.format('%d', seq), out, redis.call('HVALS', KEYS[4]), redis.call('HVALS', KEYS[5])}
 "#;

@@ -183,6 +183,7 @@ async fn handle(broker: &RedisBroker, hub: &switchboard_hub::Hub, msg: redis::Ms
                 deliver(broker, hub, room, wire::envelope(o, e, message, except)).await;
             }
             Ok(RoomWire::Presence(change)) => hub.apply_presence(change),
+            Ok(RoomWire::Signal(signal)) => hub.apply_signal(signal),
             Err(e) => tracing::warn!(room, error = %e, "undecodable message on a room channel"),
         }
         return;

@@ -1,11 +1,12 @@
 //! What travels on the channels and sits in the streams (JSON).
 //!
 //! A room channel carries [`RoomWire`]: messages (assembled by the publish script, see
-//! [`crate::scripts::PUBLISH`]) and presence changes. A node's channel and the all-nodes
+//! [`crate::scripts::PUBLISH`]), presence changes and signals (parameter changes,
+//! triggers). A node's channel and the all-nodes
 //! channel carry [`NodeWire`] commands.
 
 use serde::{Deserialize, Serialize};
-use switchboard_hub::{Envelope, NodeCommand, PresenceChange};
+use switchboard_hub::{Envelope, NodeCommand, PresenceChange, RoomSignal};
 use switchboard_protocol::RoomMessage;
 
 /// One item on a room channel (and, for messages, in the room's stream).
@@ -25,6 +26,9 @@ pub enum RoomWire {
     /// A member joined or left on some node.
     #[serde(rename = "p")]
     Presence(PresenceChange),
+    /// A parameter defined or set, or a trigger, on some node.
+    #[serde(rename = "s")]
+    Signal(RoomSignal),
 }
 
 /// The part of a message the publishing node encodes; the script prepends offset and
@@ -92,7 +96,7 @@ mod tests {
                 assert_eq!(message.data, m.data, "large integers survive");
                 assert_eq!(except, vec!["x".to_owned()]);
             }
-            RoomWire::Presence(_) => panic!("decoded as presence"),
+            RoomWire::Presence(_) | RoomWire::Signal(_) => panic!("decoded as another kind"),
         }
     }
 }

@@ -592,3 +592,97 @@ async fn redis_restarted_mid_traffic_reports_the_hole() {
     assert_ne!(j["epoch"], epoch);
     drop(redis);
 }
+
+/// The value of parameter `name` in a `state` reply to `sync`.
+async fn param_value(c: &mut Client, room: &str, name: &str) -> Value {
+    send(c, json!({"type":"sync","room":room,"id":"s"})).await;
+    let state = until(c, "state").await;
+    state["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .map(|p| p["value"].clone())
+        .unwrap_or_else(|| panic!("no `{name}` in {state}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_and_triggers_reach_members_on_every_node() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms",
+        Some(json!({"id":"stage","params":[{"name":"gain","value":0.5,"min":0,"max":1}]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let mut a = connect(&n1, "a").await;
+    join(&mut a, "stage", None).await;
+    send(
+        &mut a,
+        json!({"type":"param","room":"stage","param":"gain","value":0.8,"id":"v"}),
+    )
+    .await;
+    assert_eq!(until(&mut a, "ack").await["id"], "v");
+
+    // n2 starts serving the room (defined on n1 only) and takes its values from Redis.
+    let mut b = connect(&n2, "b").await;
+    join(&mut b, "stage", None).await;
+    assert_eq!(param_value(&mut b, "stage", "gain").await, 0.8);
+
+    // A set on n1 (client, then REST) reaches the member on n2 as `update`.
+    send(
+        &mut a,
+        json!({"type":"param","room":"stage","param":"gain","value":0.6,"at":7}),
+    )
+    .await;
+    let u = until(&mut b, "update").await;
+    assert_eq!(
+        (&u["room"], &u["param"], &u["value"], &u["at"], &u["from"]),
+        (
+            &json!("stage"),
+            &json!("gain"),
+            &json!(0.6),
+            &json!(7),
+            &json!("a")
+        )
+    );
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms/stage/params",
+        Some(json!({"name":"gain","value":0.3})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let u = until(&mut b, "update").await;
+    assert_eq!((&u["value"], &u["from"]), (&json!(0.3), &json!("server")));
+
+    // A late joiner on n2 (already serving the room) sees the latest value.
+    let mut c = connect(&n2, "c").await;
+    join(&mut c, "stage", None).await;
+    assert_eq!(param_value(&mut c, "stage", "gain").await, 0.3);
+
+    // A trigger on n2 reaches the member on n1.
+    send(
+        &mut b,
+        json!({"type":"trigger","room":"stage","name":"drop","data":{"n":1},"at":9}),
+    )
+    .await;
+    let t = until(&mut a, "trigger").await;
+    assert_eq!(
+        (&t["room"], &t["name"], &t["data"], &t["at"], &t["from"]),
+        (
+            &json!("stage"),
+            &json!("drop"),
+            &json!({"n":1}),
+            &json!(9),
+            &json!("b")
+        )
+    );
+    assert_eq!(until(&mut c, "trigger").await["name"], "drop");
+}
