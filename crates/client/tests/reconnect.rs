@@ -75,32 +75,30 @@ async fn requests_made_while_disconnected_are_sent_after_the_reconnect() {
     opts.queue_limit = 3;
     let (client, mut events) = Client::connect(&proxy.url(), opts).await.unwrap();
     client.join("q").await.unwrap();
+    // The server stays out of reach until the requests are in: nothing can leave the
+    // queue early, whatever delay the jittered backoff picks.
+    proxy.refuse(true);
     proxy.cut();
     until(&mut events, |e| {
         matches!(e, Event::Status(Status::Reconnecting { .. }))
     })
     .await;
-    let pubs: Vec<_> = (0..3)
-        .map(|i| {
-            let c = client.clone();
-            tokio::spawn(async move { c.publish("q", json!(i)).await })
-        })
-        .collect();
-    // Once the three are queued (the driver answers in order), the fourth is refused.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    match client.publish("q", json!("extra")).await {
-        Err(ClientError::QueueFull { limit: 3 }) => {}
-        other => panic!("expected QueueFull, got {other:?}"),
+    let mut pubs = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let c = client.clone();
+        pubs.spawn(async move { c.publish("q", json!(i)).await });
     }
+    // Three fit in the queue and wait for the server; whichever came fourth is refused
+    // at once.
+    match tokio::time::timeout(WAIT, pubs.join_next()).await {
+        Ok(Some(Ok(Err(ClientError::QueueFull { limit: 3 })))) => {}
+        other => panic!("expected QueueFull first, got {other:?}"),
+    }
+    proxy.refuse(false);
+    client.retry_now();
     let mut acked = Vec::new();
-    for p in pubs {
-        acked.push(
-            tokio::time::timeout(WAIT, p)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap(),
-        );
+    while let Some(p) = tokio::time::timeout(WAIT, pubs.join_next()).await.unwrap() {
+        acked.push(p.unwrap().unwrap());
     }
     acked.sort_unstable();
     assert_eq!(

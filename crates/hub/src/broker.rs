@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember, RoomSignal};
 use crate::connection::ConnectionInfo;
+use crate::room::RoomInfo;
 
 /// A broker failure.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,35 @@ pub trait Broker: Send + Sync + 'static {
     /// A connection of this node opened (`open`) or closed. Must not wait: called on the
     /// connection's path.
     fn connection_changed(&self, _info: &ConnectionInfo, _open: bool) {}
+
+    /// Keeps the definition of a room created explicitly on this node (its code, limits,
+    /// name, meta, expiry) for every node. False when the cluster already has a room of
+    /// that id (defined, or with members somewhere).
+    async fn define_room(&self, _room: &RoomInfo) -> Result<bool, BrokerError> {
+        Ok(true)
+    }
+
+    /// The definition of a room created on some node, if any.
+    async fn room_definition(&self, _id: &str) -> Result<Option<RoomInfo>, BrokerError> {
+        Ok(None)
+    }
+
+    /// Every room defined in the cluster, in no particular order.
+    async fn room_definitions(&self) -> Result<Vec<RoomInfo>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    /// Forgets a room's definition (it was closed). True when the cluster knew the room
+    /// (defined, or with members somewhere).
+    async fn forget_room(&self, _id: &str) -> Result<bool, BrokerError> {
+        Ok(false)
+    }
+
+    /// How many members each of `rooms` has on every node, in the same order; `None`
+    /// when the broker does not count members.
+    async fn member_counts(&self, _rooms: &[String]) -> Result<Option<Vec<usize>>, BrokerError> {
+        Ok(None)
+    }
 }
 
 type NodeList = Vec<(Weak<NodeInner>, mpsc::Sender<Envelope>)>;
@@ -125,6 +155,8 @@ pub struct MemoryBus {
     nodes: Arc<Mutex<NodeList>>,
     /// Room → parameter name → its latest value, as shared through [`Broker::signal`].
     params: Arc<Mutex<HashMap<String, BTreeMap<String, ParamState>>>>,
+    /// Rooms created explicitly on some node, by id.
+    defined: Arc<Mutex<HashMap<String, RoomInfo>>>,
 }
 
 struct NodeInner {
@@ -170,6 +202,17 @@ impl MemoryBus {
             bus: self.clone(),
             node,
         }));
+    }
+
+    /// How many members every node announced in `room`.
+    fn member_count(&self, room: &str) -> usize {
+        let mut nodes = self.nodes.lock();
+        nodes.retain(|(n, _)| n.strong_count() > 0);
+        nodes
+            .iter()
+            .filter_map(|(n, _)| n.upgrade())
+            .map(|n| n.members.lock().get(room).map_or(0, Vec::len))
+            .sum()
     }
 
     /// Every live node except `me`.
@@ -330,5 +373,36 @@ impl Broker for MemoryBroker {
             .filter_map(|n| n.hub.upgrade())
             .flat_map(|h| h.local_connections())
             .collect())
+    }
+
+    async fn define_room(&self, room: &RoomInfo) -> Result<bool, BrokerError> {
+        if self.bus.member_count(&room.id) > 0 {
+            return Ok(false);
+        }
+        let mut defined = self.bus.defined.lock();
+        if defined.contains_key(&room.id) {
+            return Ok(false);
+        }
+        defined.insert(room.id.clone(), room.clone());
+        Ok(true)
+    }
+
+    async fn room_definition(&self, id: &str) -> Result<Option<RoomInfo>, BrokerError> {
+        Ok(self.bus.defined.lock().get(id).cloned())
+    }
+
+    async fn room_definitions(&self) -> Result<Vec<RoomInfo>, BrokerError> {
+        Ok(self.bus.defined.lock().values().cloned().collect())
+    }
+
+    async fn forget_room(&self, id: &str) -> Result<bool, BrokerError> {
+        let defined = self.bus.defined.lock().remove(id).is_some();
+        Ok(defined || self.bus.member_count(id) > 0)
+    }
+
+    async fn member_counts(&self, rooms: &[String]) -> Result<Option<Vec<usize>>, BrokerError> {
+        Ok(Some(
+            rooms.iter().map(|r| self.bus.member_count(r)).collect(),
+        ))
     }
 }

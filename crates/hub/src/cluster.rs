@@ -26,22 +26,24 @@
 //!   the broker's history and delivered in order; what history no longer has is reported
 //!   to the members as `gap`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchboard_protocol::{Member, ParamState, ServerMessage};
-use tokio::sync::OwnedMutexGuard;
+use switchboard_protocol::{ErrorCode, Member, ParamState, ServerMessage};
+use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use crate::broker::{Broker, Envelope};
 use crate::connection::ConnectionInfo;
 use crate::error::{HubError, HubResult};
 use crate::frame::{Payload, SharedFrame};
 use crate::hub::{Hub, fan_out};
-use crate::room::{Room, RoomState, new_epoch};
+use crate::room::{Room, RoomInfo, RoomState, new_epoch};
 
 /// Shards of the per-room subscription guard.
 const GUARD_SHARDS: usize = 64;
@@ -111,10 +113,29 @@ pub enum NodeCommand {
         code: u16,
         reason: String,
     },
-    /// Server-side join (no code needed).
-    Join { connection_id: String, room: String },
-    /// Server-side leave.
-    Leave { connection_id: String, room: String },
+    /// Server-side join (no code needed); the outcome goes back to `reply_to`.
+    Join {
+        connection_id: String,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<ReplyTo>,
+    },
+    /// Server-side leave; the outcome goes back to `reply_to`.
+    Leave {
+        connection_id: String,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<ReplyTo>,
+    },
+    /// The outcome of a command that asked for one.
+    Done {
+        request: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<CommandError>,
+    },
+    /// A room was created explicitly on some node: a node holding a copy of that id
+    /// (made by a join before the room was defined) takes the definition.
+    RoomDefined { room: Box<RoomInfo> },
     /// `event` to every protocol connection but those listed.
     Broadcast {
         name: String,
@@ -125,6 +146,25 @@ pub enum NodeCommand {
     CloseRoom { room: String, reason: String },
 }
 
+/// Where the outcome of a command goes: the asking node and its request number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub node: String,
+    pub request: u64,
+}
+
+/// Why a command failed on the node that ran it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// How long a node waits for another node to answer a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+type PendingReplies = HashMap<u64, oneshot::Sender<Result<(), HubError>>>;
+
 /// The hub's cluster bookkeeping (empty and unused without a broker).
 pub(crate) struct ClusterState {
     guards: Vec<Arc<tokio::sync::Mutex<()>>>,
@@ -132,6 +172,9 @@ pub(crate) struct ClusterState {
     remote: DashMap<Arc<str>, BTreeMap<String, RemoteMember>>,
     /// Rooms served alone while the broker was unreachable.
     diverged: Mutex<HashSet<Arc<str>>>,
+    /// Commands sent to other nodes whose outcome this node waits for.
+    pending: Mutex<PendingReplies>,
+    next_request: AtomicU64,
 }
 
 impl Default for ClusterState {
@@ -142,6 +185,8 @@ impl Default for ClusterState {
                 .collect(),
             remote: DashMap::new(),
             diverged: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
         }
     }
 }
@@ -452,7 +497,8 @@ impl Hub {
     /// is not kept current without a subscription), e.g. before answering a REST
     /// history request. Nothing to do alone or when the room has local members.
     pub async fn cluster_refresh(&self, room: &str) {
-        let (Some(broker), Some(r)) = (self.broker(), self.room(room)) else {
+        let Some(broker) = self.broker() else { return };
+        let Ok(Some(r)) = self.find_room(room).await else {
             return;
         };
         let _guard = self.inner.cluster.guard(room).lock_owned().await;
@@ -527,11 +573,35 @@ impl Hub {
             NodeCommand::Join {
                 connection_id,
                 room,
-            } => self.join_local(&connection_id, &room).await,
+                reply_to,
+            } => {
+                let r = self.join_local(&connection_id, &room).await;
+                self.reply(reply_to, &r).await;
+                r
+            }
             NodeCommand::Leave {
                 connection_id,
                 room,
-            } => self.leave_local(&connection_id, &room).await,
+                reply_to,
+            } => {
+                let r = self.leave_local(&connection_id, &room).await;
+                self.reply(reply_to, &r).await;
+                r
+            }
+            NodeCommand::Done { request, error } => {
+                let waiter = self.inner.cluster.pending.lock().remove(&request);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(match error {
+                        None => Ok(()),
+                        Some(e) => Err(HubError::new(e.code, e.message)),
+                    });
+                }
+                Ok(())
+            }
+            NodeCommand::RoomDefined { room } => {
+                self.apply_definition(&room);
+                Ok(())
+            }
             NodeCommand::Broadcast { name, data, except } => {
                 self.broadcast_local(&name, data, &except);
                 Ok(())
@@ -563,6 +633,202 @@ impl Hub {
                 .map_err(unavailable)?;
         }
         Ok(!nodes.is_empty())
+    }
+
+    /// Sends a command built by `make` to the node holding connection `target` and waits
+    /// for its outcome. `Ok(false)` when no other node holds it.
+    pub(crate) async fn route_and_wait(
+        &self,
+        target: &str,
+        make: impl FnOnce(ReplyTo) -> NodeCommand,
+    ) -> HubResult<bool> {
+        let Some(broker) = self.broker() else {
+            return Ok(false);
+        };
+        let nodes = broker.locate(target).await.map_err(unavailable)?;
+        let Some(node) = nodes.into_iter().next() else {
+            return Ok(false);
+        };
+        let request = self
+            .inner
+            .cluster
+            .next_request
+            .fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner.cluster.pending.lock().insert(request, tx);
+        let cmd = make(ReplyTo {
+            node: self.node_id().to_owned(),
+            request,
+        });
+        let outcome = async {
+            broker
+                .command(Some(&node), cmd)
+                .await
+                .map_err(unavailable)?;
+            match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+                Ok(Ok(r)) => r,
+                _ => Err(HubError::new(
+                    ErrorCode::Internal,
+                    format!("node `{node}` did not answer within {COMMAND_TIMEOUT:?}"),
+                )),
+            }
+        }
+        .await;
+        self.inner.cluster.pending.lock().remove(&request);
+        outcome.map(|()| true)
+    }
+
+    /// Sends the outcome of a command to the node that asked for it.
+    async fn reply(&self, to: Option<ReplyTo>, outcome: &HubResult<()>) {
+        let (Some(to), Some(broker)) = (to, self.broker()) else {
+            return;
+        };
+        let done = NodeCommand::Done {
+            request: to.request,
+            error: outcome.as_ref().err().map(|e| CommandError {
+                code: e.code,
+                message: e.message.clone(),
+            }),
+        };
+        if let Err(e) = broker.command(Some(&to.node), done).await {
+            tracing::warn!(node = to.node, error = %e, "cannot answer a command");
+        }
+    }
+
+    // ---- room definitions ------------------------------------------------------------
+
+    /// A room by id, on this node or defined on another one (then made here from its
+    /// definition). `Ok(None)`: no such room anywhere. Fails only when the cluster
+    /// cannot be asked: a room with a code must never be taken for an unknown one.
+    pub async fn find_room(&self, id: &str) -> HubResult<Option<Arc<Room>>> {
+        if let Some(r) = self.room(id) {
+            return Ok(Some(r));
+        }
+        let Some(broker) = self.broker() else {
+            return Ok(None);
+        };
+        match broker.room_definition(id).await {
+            Ok(Some(def)) => Ok(Some(self.room_from_definition(def).await)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(HubError::new(
+                ErrorCode::Internal,
+                format!("cluster unavailable, cannot look room `{id}` up: {e}"),
+            )),
+        }
+    }
+
+    /// Makes this node's copy of a room defined on another node.
+    async fn room_from_definition(&self, def: RoomInfo) -> Arc<Room> {
+        let key: Arc<str> = def.id.as_str().into();
+        let mut made = false;
+        let room = self
+            .inner
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| {
+                made = true;
+                Room::new(key, RoomState::from_definition(&def))
+            })
+            .clone();
+        if made && def.durable {
+            // This node's store keeps the room too, so that it is restored here.
+            if let Err(e) = self.inner.store.save_room(&room.info()).await {
+                tracing::warn!(room = room.id(), error = %e, "cannot keep a cluster room in the store");
+            }
+        }
+        room
+    }
+
+    /// Another node defined a room this node may hold a copy of (made by a join before
+    /// the definition existed): the copy takes the definition's settings.
+    fn apply_definition(&self, def: &RoomInfo) {
+        if let Some(room) = self.room(&def.id) {
+            room.lock().take_definition(def);
+        }
+    }
+
+    /// Shares the definition of a room just created here. Fails when the cluster
+    /// already has a room of that id or cannot be reached.
+    pub(crate) async fn cluster_define(&self, info: &RoomInfo) -> HubResult<()> {
+        let Some(broker) = self.broker() else {
+            return Ok(());
+        };
+        match broker.define_room(info).await {
+            Ok(true) => {
+                self.tell_all(NodeCommand::RoomDefined {
+                    room: Box::new(info.clone()),
+                });
+                Ok(())
+            }
+            Ok(false) => Err(HubError::new(
+                ErrorCode::BadRequest,
+                format!("room `{}` already exists", info.id),
+            )),
+            Err(e) => Err(HubError::new(
+                ErrorCode::Internal,
+                format!("cluster unavailable, room not created: {e}"),
+            )),
+        }
+    }
+
+    /// Every room: this node's, and those defined on other nodes, with members counted
+    /// on every node.
+    pub async fn list_rooms(&self) -> Vec<RoomInfo> {
+        let mut rooms = self.rooms();
+        let Some(broker) = self.broker() else {
+            return rooms;
+        };
+        match broker.room_definitions().await {
+            Ok(defs) => {
+                let known: HashSet<String> = rooms.iter().map(|r| r.id.clone()).collect();
+                rooms.extend(defs.into_iter().filter(|d| !known.contains(&d.id)));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the cluster's rooms"),
+        }
+        let ids: Vec<String> = rooms.iter().map(|r| r.id.clone()).collect();
+        match broker.member_counts(&ids).await {
+            Ok(Some(counts)) => {
+                for (r, n) in rooms.iter_mut().zip(counts) {
+                    r.members_count = n;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot count the cluster's members"),
+        }
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    /// A room's description, wherever it was defined, with members of every node.
+    pub async fn find_room_info(&self, id: &str) -> HubResult<Option<RoomInfo>> {
+        let Some(room) = self.find_room(id).await? else {
+            return Ok(None);
+        };
+        let mut info = room.info();
+        if let Some(broker) = self.broker() {
+            match broker.member_counts(&[info.id.clone()]).await {
+                Ok(Some(counts)) => info.members_count = counts.first().copied().unwrap_or(0),
+                Ok(None) => info.members_count += self.inner.cluster.remote_count(id),
+                Err(e) => {
+                    tracing::warn!(room = id, error = %e, "cannot count the cluster's members")
+                }
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// A room's members on every node.
+    pub async fn room_members(&self, id: &str) -> HubResult<Option<Vec<Member>>> {
+        if self.find_room(id).await?.is_none() {
+            return Ok(None);
+        }
+        self.cluster_refresh(id).await;
+        let Some(room) = self.room(id) else {
+            return Ok(None);
+        };
+        let st = room.lock();
+        let (members, _, _) = self.presence_page(id, &st, None, usize::MAX);
+        Ok(Some(members))
     }
 
     /// Sends `cmd` to every other node, in the background.

@@ -688,10 +688,17 @@ impl Hub {
             }
         }
         let info = room.info();
+        if let Err(e) = self.cluster_define(&info).await {
+            self.inner.rooms.remove(id.as_str());
+            return Err(e);
+        }
         if info.durable
             && let Err(e) = self.inner.store.save_room(&info).await
         {
             self.inner.rooms.remove(id.as_str());
+            if let Some(broker) = self.broker() {
+                let _ = broker.forget_room(&id).await;
+            }
             return Err(HubError::new(ErrorCode::Internal, e.to_string()));
         }
         if !info.params.is_empty() {
@@ -703,15 +710,23 @@ impl Hub {
 
     /// Closes a room on every node: members get `closed {room, reason}` and are removed.
     pub async fn close_room(&self, id: &str, reason: &str) -> HubResult<()> {
-        if !self.has_broker() {
+        let Some(broker) = self.broker() else {
             return self.close_room_local(id, reason).await;
-        }
+        };
+        let known = broker.forget_room(id).await.map_err(|e| {
+            HubError::new(
+                ErrorCode::Internal,
+                format!("cluster unavailable, room not closed: {e}"),
+            )
+        })?;
         self.tell_all(crate::cluster::NodeCommand::CloseRoom {
             room: id.to_owned(),
             reason: reason.to_owned(),
         });
         if self.room(id).is_some() {
             self.close_room_local(id, reason).await?;
+        } else if !known {
+            return Err(HubError::not_found(format!("no room `{id}`")));
         }
         Ok(())
     }
@@ -758,8 +773,8 @@ impl Hub {
     }
 
     /// Finds a room for a join, creating it when the endpoint allows.
-    fn room_for_join(&self, id: &str, endpoint: &EndpointRules) -> HubResult<Arc<Room>> {
-        if let Some(r) = self.room(id) {
+    async fn room_for_join(&self, id: &str, endpoint: &EndpointRules) -> HubResult<Arc<Room>> {
+        if let Some(r) = self.find_room(id).await? {
             return Ok(r);
         }
         if !endpoint.auto_create_rooms {
@@ -836,7 +851,7 @@ impl Hub {
                 conn.endpoint().max_rooms_per_connection
             )));
         }
-        let room = self.room_for_join(room_id, conn.endpoint())?;
+        let room = self.room_for_join(room_id, conn.endpoint()).await?;
         if !trusted {
             self.check_code(conn, &room, room_id, code)?;
         }
@@ -1038,11 +1053,16 @@ impl Hub {
     /// node holds it; the connection gets `joined`, the others `presence_join`.
     pub async fn join(&self, connection_id: &str, room: &str) -> HubResult<()> {
         if self.connection(connection_id).is_none() {
-            let cmd = crate::cluster::NodeCommand::Join {
-                connection_id: connection_id.to_owned(),
-                room: room.to_owned(),
-            };
-            if self.route(connection_id, cmd).await? {
+            let routed = self
+                .route_and_wait(connection_id, |reply_to| {
+                    crate::cluster::NodeCommand::Join {
+                        connection_id: connection_id.to_owned(),
+                        room: room.to_owned(),
+                        reply_to: Some(reply_to),
+                    }
+                })
+                .await?;
+            if routed {
                 return Ok(());
             }
         }
@@ -1053,7 +1073,7 @@ impl Hub {
         let conn = self
             .connection(connection_id)
             .ok_or_else(|| HubError::not_found(format!("no connection `{connection_id}`")))?;
-        if self.room(room).is_none() {
+        if self.find_room(room).await?.is_none() {
             return Err(HubError::not_found(format!("no room `{room}`")));
         }
         self.join_room(
@@ -1074,11 +1094,16 @@ impl Hub {
     /// it; it gets `left`.
     pub async fn leave(&self, connection_id: &str, room: &str) -> HubResult<()> {
         if self.connection(connection_id).is_none() {
-            let cmd = crate::cluster::NodeCommand::Leave {
-                connection_id: connection_id.to_owned(),
-                room: room.to_owned(),
-            };
-            if self.route(connection_id, cmd).await? {
+            let routed = self
+                .route_and_wait(connection_id, |reply_to| {
+                    crate::cluster::NodeCommand::Leave {
+                        connection_id: connection_id.to_owned(),
+                        room: room.to_owned(),
+                        reply_to: Some(reply_to),
+                    }
+                })
+                .await?;
+            if routed {
                 return Ok(());
             }
         }
@@ -1118,7 +1143,8 @@ impl Hub {
     /// Publishes `data` to a room as the server (REST, embedding); returns the offset.
     pub async fn publish(&self, room: &str, data: Value, except: &[String]) -> HubResult<u64> {
         let r = self
-            .room(room)
+            .find_room(room)
+            .await?
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
         self.deliver(&r, data, "server", None, except).await
     }
@@ -1318,8 +1344,11 @@ impl Hub {
     /// Defines a parameter (with `min`/`max`) or sets its value, and tells the members.
     pub async fn set_param(&self, room: &str, spec: ParamSpec) -> HubResult<ParamState> {
         let r = self
-            .room(room)
+            .find_room(room)
+            .await?
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
+        // Without local members this node's copy of the parameters may be stale.
+        self.cluster_refresh(room).await;
         let state = {
             let mut st = r.lock();
             match st.param_mut(&spec.name) {

@@ -44,7 +44,9 @@ pub mod store;
 
 pub use auth::{Grant, Permissions, TokenVerifier};
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
-pub use cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember, RoomSignal};
+pub use cluster::{
+    ClusterPosition, CommandError, NodeCommand, PresenceChange, RemoteMember, ReplyTo, RoomSignal,
+};
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};
 pub use endpoint::{EndpointRules, EventSet, Mode, SlowConsumer};

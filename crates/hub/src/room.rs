@@ -189,6 +189,38 @@ impl RoomState {
         }
     }
 
+    /// A room as defined on another node of the cluster (its settings; the position is
+    /// the cluster's, taken when this node starts serving it).
+    pub fn from_definition(def: &RoomInfo) -> Self {
+        let mut st = RoomState::fresh(
+            def.name.clone(),
+            def.max_connections,
+            def.slow_consumer,
+            def.history_size,
+            std::time::Duration::from_secs(def.history_ttl_s),
+        );
+        st.take_definition(def);
+        st.params = def.params.clone();
+        st
+    }
+
+    /// Takes the settings of a room definition (not its members, position or
+    /// parameters).
+    pub fn take_definition(&mut self, def: &RoomInfo) {
+        self.name = def.name.clone();
+        self.description = def.description.clone();
+        self.max_connections = def.max_connections.max(1);
+        self.code = def.code.clone();
+        self.meta = def.meta.clone();
+        self.created_at = def.created_at;
+        self.expires_at = def.expires_at;
+        self.durable = def.durable;
+        self.auto_created = false;
+        self.slow_consumer = def.slow_consumer;
+        self.history_size = def.history_size;
+        self.history_ttl_ms = (def.history_ttl_s.saturating_mul(1000)).min(i64::MAX as u64) as i64;
+    }
+
     pub fn info(&self, id: &str) -> RoomInfo {
         RoomInfo {
             id: id.to_owned(),

@@ -237,3 +237,151 @@ async fn params_and_triggers_reach_every_node() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn a_room_defined_on_one_node_is_the_same_room_on_every_node() {
+    let bus = MemoryBus::new();
+    let (h1, h2) = (node("n1"), node("n2"));
+    bus.attach(&h1, 64);
+    bus.attach(&h2, 64);
+    let r = rules(|_| {});
+    // Bob's node auto-creates "vault" (no code) before it is defined elsewhere.
+    let b = connect(&h2, "bob", &r);
+    send(&h2, &b, json!({"type":"join","room":"vault"})).await;
+    send(&h2, &b, json!({"type":"leave","room":"vault"})).await;
+    let info = h1
+        .create_room(switchboard_hub::RoomSpec {
+            id: Some("vault".into()),
+            code: Some(switchboard_hub::CodeSpec::Digits("4321".into())),
+            max_connections: Some(2),
+            name: Some("The vault".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.code.as_deref(), Some("4321"));
+    // The definition reached n2's stale copy, in the background.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h2.room_info("vault").and_then(|i| i.code).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "definition not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = send(&h2, &b, json!({"type":"join","room":"vault","id":1})).await;
+    assert_eq!(of_type(&out, "error")[0]["code"], "INVALID_ROOM", "{out:?}");
+
+    // A third node never saw the room: it takes the definition on first use.
+    let h3 = node("n3");
+    bus.attach(&h3, 64);
+    let c = connect(&h3, "carol", &r);
+    let out = send(&h3, &c, json!({"type":"join","room":"vault","id":2})).await;
+    assert_eq!(of_type(&out, "error")[0]["code"], "INVALID_ROOM", "{out:?}");
+    let out = send(
+        &h3,
+        &c,
+        json!({"type":"join","room":"vault","code":"4321","id":3}),
+    )
+    .await;
+    assert_eq!(of_type(&out, "joined").len(), 1, "{out:?}");
+    let out = send(
+        &h2,
+        &b,
+        json!({"type":"join","room":"vault","code":"4321","id":4}),
+    )
+    .await;
+    assert_eq!(of_type(&out, "joined").len(), 1, "{out:?}");
+    // max_connections counts every node.
+    let d = connect(&h1, "dave", &r);
+    let out = send(
+        &h1,
+        &d,
+        json!({"type":"join","room":"vault","code":"4321","id":5}),
+    )
+    .await;
+    assert_eq!(of_type(&out, "error")[0]["code"], "ROOM_FULL", "{out:?}");
+
+    // Listing and describing it on any node: one room, members of every node.
+    let on3 = h3.find_room_info("vault").await.unwrap().unwrap();
+    assert_eq!((on3.name.as_str(), on3.members_count), ("The vault", 2));
+    let listed = h1.list_rooms().await;
+    let vault: Vec<_> = listed.iter().filter(|r| r.id == "vault").collect();
+    assert_eq!(vault.len(), 1);
+    assert_eq!(vault[0].members_count, 2);
+    assert_eq!(h1.room_members("vault").await.unwrap().unwrap().len(), 2);
+
+    // A second definition of the same id is refused on any node.
+    let again = h2
+        .create_room(switchboard_hub::RoomSpec {
+            id: Some("vault".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(again.is_err());
+    // So is defining a room that already has members on some node.
+    let e = connect(&h2, "erin", &r);
+    send(&h2, &e, json!({"type":"join","room":"busy"})).await;
+    let busy = h1
+        .create_room(switchboard_hub::RoomSpec {
+            id: Some("busy".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(busy.is_err(), "{busy:?}");
+    assert!(
+        h1.room_info("busy").is_none(),
+        "the refused room is not kept"
+    );
+
+    // Closed from a node holding no member: members everywhere get `closed`, and the
+    // definition is gone.
+    let h4 = node("n4");
+    bus.attach(&h4, 64);
+    h4.close_room("vault", "done").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut closed = (false, false);
+    while closed != (true, true) {
+        closed.0 |= !of_type(&drain(&b), "closed").is_empty();
+        closed.1 |= !of_type(&drain(&c), "closed").is_empty();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "close not seen: {closed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h4.find_room_info("vault").await.unwrap().is_none());
+    assert!(
+        h4.close_room("vault", "again").await.is_err(),
+        "unknown now"
+    );
+}
+
+#[tokio::test]
+async fn server_side_joins_on_another_node_report_its_answer() {
+    let bus = MemoryBus::new();
+    let (h1, h2) = (node("n1"), node("n2"));
+    bus.attach(&h1, 64);
+    bus.attach(&h2, 64);
+    let r = rules(|_| {});
+    let b = connect(&h2, "bob", &r);
+    h1.create_room(switchboard_hub::RoomSpec {
+        id: Some("small".into()),
+        max_connections: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h1.join(b.id(), "small").await.unwrap();
+    assert_eq!(of_type(&drain(&b), "joined").len(), 1);
+    // The refusals happen on n2 and come back to n1's caller.
+    let e = h1.join(b.id(), "nowhere").await.unwrap_err();
+    assert_eq!(e.code, switchboard_protocol::ErrorCode::NotFound, "{e:?}");
+    let c = connect(&h2, "carol", &r);
+    let e = h1.join(c.id(), "small").await.unwrap_err();
+    assert_eq!(e.code, switchboard_protocol::ErrorCode::RoomFull, "{e:?}");
+    let e = h1.leave(c.id(), "small").await.unwrap_err();
+    assert_eq!(e.code, switchboard_protocol::ErrorCode::NotInRoom, "{e:?}");
+    h1.leave(b.id(), "small").await.unwrap();
+    assert_eq!(of_type(&drain(&b), "left").len(), 1);
+}

@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
     Broker, BrokerError, ClusterPosition, ConnectionInfo, Envelope, Hub, NodeCommand,
-    PresenceChange, RemoteMember, RoomSignal,
+    PresenceChange, RemoteMember, RoomInfo, RoomSignal,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,6 +70,7 @@ pub(crate) struct Shared {
     pub conn: ConnectionManager,
     publish: redis::Script,
     position: redis::Script,
+    define: redis::Script,
     /// The pub/sub connection is up and subscribed.
     pub subscribed: AtomicBool,
     /// The last command on `conn` succeeded.
@@ -108,6 +109,7 @@ impl RedisBroker {
             conn,
             publish: redis::Script::new(crate::scripts::PUBLISH),
             position: redis::Script::new(crate::scripts::POSITION),
+            define: redis::Script::new(crate::scripts::DEFINE),
             subscribed: AtomicBool::new(false),
             commands_ok: AtomicBool::new(true),
             sub_tx,
@@ -429,6 +431,107 @@ impl Broker for RedisBroker {
             .flatten()
             .filter_map(|v| serde_json::from_slice(&v).ok())
             .collect())
+    }
+
+    async fn define_room(&self, room: &RoomInfo) -> Result<bool, BrokerError> {
+        let k = self.keys();
+        let json =
+            serde_json::to_string(room).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let ttl = room.expires_at.map(|t| (t - now_ms()).max(1));
+        let score = room
+            .expires_at
+            .map_or_else(|| "+inf".to_owned(), |t| t.to_string());
+        let mut conn = self.conn();
+        // The script (not a pipeline: a pipelined EVALSHA does not load the script
+        // into a Redis that lost it).
+        let r: redis::RedisResult<i64> = self
+            .shared
+            .define
+            .key(k.definition(&room.id))
+            .key(k.members(&room.id))
+            .arg(json)
+            .arg(ttl.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await;
+        let defined = self.answered(r)?;
+        if defined == 1 {
+            // The index for listing; NX keeps the expiry of an entry already there.
+            let r: redis::RedisResult<()> = redis::cmd("ZADD")
+                .arg(k.rooms())
+                .arg("NX")
+                .arg(score)
+                .arg(&room.id)
+                .query_async(&mut conn)
+                .await;
+            self.answered(r)?;
+        }
+        Ok(defined == 1)
+    }
+
+    async fn room_definition(&self, id: &str) -> Result<Option<RoomInfo>, BrokerError> {
+        let mut conn = self.conn();
+        let r: redis::RedisResult<Option<Vec<u8>>> = conn.get(self.keys().definition(id)).await;
+        Ok(self
+            .answered(r)?
+            .and_then(|json| serde_json::from_slice(&json).ok()))
+    }
+
+    async fn room_definitions(&self) -> Result<Vec<RoomInfo>, BrokerError> {
+        let k = self.keys();
+        let mut conn = self.conn();
+        let r: redis::RedisResult<((), Vec<String>)> = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(k.rooms())
+            .arg("-inf")
+            .arg(now_ms())
+            .cmd("ZRANGE")
+            .arg(k.rooms())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await;
+        let ((), ids) = self.answered(r)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.get(k.definition(id));
+        }
+        let r: redis::RedisResult<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await;
+        Ok(self
+            .answered(r)?
+            .into_iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_slice(&json).ok())
+            .collect())
+    }
+
+    async fn forget_room(&self, id: &str) -> Result<bool, BrokerError> {
+        let k = self.keys();
+        let mut conn = self.conn();
+        let r: redis::RedisResult<(i64, bool)> = redis::pipe()
+            .del(k.definition(id))
+            .zrem(k.rooms(), id)
+            .ignore()
+            .exists(k.members(id))
+            .query_async(&mut conn)
+            .await;
+        let (deleted, has_members) = self.answered(r)?;
+        Ok(deleted > 0 || has_members)
+    }
+
+    async fn member_counts(&self, rooms: &[String]) -> Result<Option<Vec<usize>>, BrokerError> {
+        if rooms.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for r in rooms {
+            pipe.hlen(self.keys().members(r));
+        }
+        let mut conn = self.conn();
+        let r: redis::RedisResult<Vec<usize>> = pipe.query_async(&mut conn).await;
+        Ok(Some(self.answered(r)?))
     }
 
     fn connection_changed(&self, info: &ConnectionInfo, open: bool) {

@@ -7,14 +7,17 @@
 //! - `P:{room}:log`: a stream of the latest messages, entry id `<offset>-0`, field `m`;
 //! - `P:{room}:members`: hash, connection id → member on some node (JSON);
 //! - `P:{room}:params`: hash, parameter name → its latest state (JSON);
+//! - `P:{room}:def`: the definition of a room created explicitly (`POST /api/rooms`),
+//!   the room object as JSON, expiring with the room;
 //! - channel `P:room:<room>`: live messages, presence changes, parameter changes and
 //!   triggers.
 //!
 //! Per node: `P:node:<id>` (its command channel), `P:node:<id>:conns` (hash, connection
 //! id → connection JSON), `P:node:<id>:clients` (hash, client id → connections),
 //! `P:node:<id>:rooms` (set of rooms it announced members in), `P:reap:<id>` (the lock
-//! of whoever reaps it). Cluster-wide: `P:nodes` (sorted set, node → last heartbeat ms)
-//! and the channel `P:all`. `P` is the prefix, `switchboard` by default.
+//! of whoever reaps it). Cluster-wide: `P:nodes` (sorted set, node → last heartbeat ms),
+//! `P:rooms` (sorted set, defined room → its expiry in ms, `+inf` for none) and the
+//! channel `P:all`. `P` is the prefix, `switchboard` by default.
 
 /// Key and channel names under one prefix.
 #[derive(Debug, Clone)]
@@ -43,6 +46,12 @@ impl Keys {
     }
     pub fn params(&self, room: &str) -> String {
         format!("{}:{{{room}}}:params", self.prefix)
+    }
+    pub fn definition(&self, room: &str) -> String {
+        format!("{}:{{{room}}}:def", self.prefix)
+    }
+    pub fn rooms(&self) -> String {
+        format!("{}:rooms", self.prefix)
     }
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{room}", self.prefix)

@@ -62,3 +62,19 @@ for i, e in ipairs(entries) do
 end
 return {epoch, string.format('%d', seq), out, redis.call('HVALS', KEYS[4]), redis.call('HVALS', KEYS[5])}
 "#;
+
+/// Defines a room unless the cluster already has one of that id.
+///
+/// KEYS: def, members. ARGV: 1 the room object (JSON), 2 its time to live in ms (empty:
+/// none). Returns 1 when defined, 0 when a definition or members already exist.
+pub const DEFINE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HLEN', KEYS[2]) > 0 then
+  return 0
+end
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"#;

@@ -232,7 +232,7 @@ async fn guard(State(s): State<ApiState>, req: Request, next: Next) -> Response 
     responses((status = 200, description = "Every room, sorted by id", body = RoomList)),
 )]
 async fn list_rooms(State(s): State<ApiState>) -> ApiResult {
-    let rooms = s.hub.rooms();
+    let rooms = s.hub.list_rooms().await;
     ok(RoomList {
         count: rooms.len(),
         rooms,
@@ -257,7 +257,7 @@ async fn create_room(
     JsonBody(mut spec): JsonBody<RoomSpec>,
 ) -> ApiResult {
     if let Some(id) = &spec.id
-        && s.hub.room_info(id).is_some()
+        && s.hub.find_room_info(id).await?.is_some()
     {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -291,7 +291,8 @@ async fn create_room(
 async fn get_room(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     let room = s
         .hub
-        .room_info(&id)
+        .find_room_info(&id)
+        .await?
         .ok_or_else(|| not_found(format!("no room `{id}`")))?;
     ok(RoomBody { room })
 }
@@ -400,7 +401,8 @@ async fn history(
 async fn presence(State(s): State<ApiState>, Id(id): Id) -> ApiResult {
     let members = s
         .hub
-        .members(&id)
+        .room_members(&id)
+        .await?
         .ok_or_else(|| not_found(format!("no room `{id}`")))?;
     ok(Presence {
         count: members.len(),

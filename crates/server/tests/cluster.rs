@@ -22,6 +22,8 @@ type Ws =
 struct Client {
     ws: Ws,
     backlog: std::collections::VecDeque<Value>,
+    /// The connection id from `welcome`.
+    id: String,
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -182,8 +184,13 @@ async fn connect(node: &Node, client_id: &str) -> Client {
     let mut c = Client {
         ws,
         backlog: Default::default(),
+        id: String::new(),
     };
-    until(&mut c, "welcome").await;
+    let welcome = until(&mut c, "welcome").await;
+    c.id = welcome["connection_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     c
 }
 
@@ -462,8 +469,8 @@ async fn directs_presence_and_rest_work_from_any_node() {
         Some(json!({"connection_id": b_id})),
     )
     .await;
-    // The room does not exist on node 1; the join is carried out by node 2.
-    assert!(s == 200 || s == 404, "join status {s}");
+    // No node has the room: node 2 refuses and node 1 reports its answer.
+    assert_eq!(s, 404, "join of an unknown room");
     let (s, _) = http(
         n1.addr,
         "POST",
@@ -685,4 +692,79 @@ async fn params_and_triggers_reach_members_on_every_node() {
         )
     );
     assert_eq!(until(&mut c, "trigger").await["name"], "drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_created_through_one_node_are_rooms_of_every_node() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let (s, made) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms",
+        Some(json!({"id":"locked","code":"2468","max_connections":1,"name":"Locked"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    // Another node knows it: listed, described, and a second creation conflicts.
+    let (s, list) = http(n2.addr, "GET", "/api/rooms", None).await;
+    assert_eq!(s, 200);
+    assert!(
+        list["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "locked"),
+        "{list}"
+    );
+    let (s, one) = http(n2.addr, "GET", "/api/rooms/locked", None).await;
+    assert_eq!((s, one["room"]["name"].as_str()), (200, Some("Locked")));
+    let (s, _) = http(n2.addr, "POST", "/api/rooms", Some(json!({"id":"locked"}))).await;
+    assert_eq!(s, 409);
+
+    // Its code is asked for on the other node too.
+    let mut b = connect(&n2, "bob").await;
+    send(&mut b, json!({"type":"join","room":"locked","id":"j1"})).await;
+    assert_eq!(until(&mut b, "error").await["code"], "INVALID_ROOM");
+    send(
+        &mut b,
+        json!({"type":"join","room":"locked","code":"2468","id":"j2"}),
+    )
+    .await;
+    let joined = until(&mut b, "joined").await;
+    assert_eq!(joined["room"], "locked");
+    let (s, one) = http(n1.addr, "GET", "/api/rooms/locked", None).await;
+    assert_eq!((s, one["room"]["members_count"].as_u64()), (200, Some(1)));
+    let (s, p) = http(n1.addr, "GET", "/api/rooms/locked/presence", None).await;
+    assert_eq!((s, p["count"].as_u64()), (200, Some(1)), "{p}");
+
+    // A REST join on node 1 of a connection on node 2 gets node 2's refusal: full.
+    let mut c = connect(&n2, "carol").await;
+    let welcome_id = c.id.clone();
+    assert!(!welcome_id.is_empty());
+    let (s, e) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms/locked/join",
+        Some(json!({"connection_id": welcome_id})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("ROOM_FULL")),
+        "{e}"
+    );
+    drop(c.ws.close(None).await);
+
+    // Closed through node 2; gone on node 1.
+    let (s, _) = http(n2.addr, "DELETE", "/api/rooms/locked", None).await;
+    assert_eq!(s, 204);
+    assert_eq!(until(&mut b, "closed").await["room"], "locked");
+    let (s, _) = http(n1.addr, "GET", "/api/rooms/locked", None).await;
+    assert_eq!(s, 404);
+    let (s, _) = http(n1.addr, "DELETE", "/api/rooms/locked", None).await;
+    assert_eq!(s, 404);
+    drop(redis);
 }

@@ -48,6 +48,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     target: Arc<Mutex<SocketAddr>>,
     links: Arc<Mutex<Vec<Link>>>,
+    refusing: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -57,10 +58,14 @@ impl Proxy {
             addr: listener.local_addr().unwrap(),
             target: Arc::new(Mutex::new(target)),
             links: Arc::new(Mutex::new(Vec::new())),
+            refusing: Arc::new(AtomicBool::new(false)),
         };
         let p = proxy.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if p.refusing.load(Ordering::SeqCst) {
+                    continue; // dropping `client` refuses it
+                }
                 let target = *p.target.lock().unwrap();
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue; // dropping `client` refuses it
@@ -84,6 +89,11 @@ impl Proxy {
 
     pub fn retarget(&self, target: SocketAddr) {
         *self.target.lock().unwrap() = target;
+    }
+
+    /// While `on`, new connections are closed as soon as they are accepted.
+    pub fn refuse(&self, on: bool) {
+        self.refusing.store(on, Ordering::SeqCst);
     }
 
     /// Drops every open link.
