@@ -172,6 +172,8 @@ pub(crate) struct ClusterState {
     remote: DashMap<Arc<str>, BTreeMap<String, RemoteMember>>,
     /// Rooms served alone while the broker was unreachable.
     diverged: Mutex<HashSet<Arc<str>>>,
+    /// Rooms whose parameters changed here while the broker was unreachable.
+    unshared: Mutex<HashSet<Arc<str>>>,
     /// Commands sent to other nodes whose outcome this node waits for.
     pending: Mutex<PendingReplies>,
     next_request: AtomicU64,
@@ -185,6 +187,7 @@ impl Default for ClusterState {
                 .collect(),
             remote: DashMap::new(),
             diverged: Mutex::new(HashSet::new()),
+            unshared: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
         }
@@ -279,8 +282,14 @@ impl Hub {
             params,
             message,
         };
+        let shares_params = !signal.params.is_empty();
         if let Err(e) = broker.signal(signal).await {
             tracing::warn!(room, error = %e, "room event not shared with the cluster");
+            if shares_params {
+                // Shared again at the resynchronisation, before the cluster's values
+                // are read back, so the change made during the outage is not lost.
+                self.inner.cluster.unshared.lock().insert(room.into());
+            }
         }
     }
 
@@ -294,11 +303,44 @@ impl Hub {
             return;
         };
         if !signal.params.is_empty() {
-            let mut st = room.lock();
-            merge_params(&mut st, signal.params);
+            let changed = {
+                let mut st = room.lock();
+                let changed = merge_params(&mut st, signal.params);
+                if signal.message.is_none() {
+                    // Values shared without a message (a room definition, a node back
+                    // from an outage): members still learn what changed.
+                    announce_params(&st, room.id(), &changed);
+                }
+                (!changed.is_empty() && st.durable).then_some(())
+            };
+            if changed.is_some() {
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = hub.persist_params(&room).await {
+                        tracing::warn!(room = room.id(), error = %e, "cannot keep parameters from the cluster");
+                    }
+                });
+            }
         }
         if let Some(msg) = signal.message {
-            self.room_event(&room, msg);
+            // The realtime queue of every node sees the room's parameters and triggers
+            // (the `HubEvent` stream reports only what happened on this node).
+            match &msg {
+                ServerMessage::Update {
+                    room,
+                    param,
+                    value,
+                    at,
+                    ..
+                } => self.emit_rt(crate::events::RtKind::Param, room, param, *value, *at),
+                ServerMessage::Trigger { room, name, at, .. } => {
+                    self.emit_rt(crate::events::RtKind::Trigger, room, name, 0.0, Some(*at));
+                }
+                _ => {}
+            }
+            if let Some(room) = self.room(&signal.room) {
+                self.room_event(&room, msg);
+            }
         }
     }
 
@@ -328,7 +370,8 @@ impl Hub {
     fn apply_position(&self, room: &Arc<Room>, pos: ClusterPosition) {
         let mut st = room.lock();
         self.replace_remote_members(room.id(), &st, pos.remote_members);
-        merge_params(&mut st, pos.params);
+        let changed = merge_params(&mut st, pos.params);
+        announce_params(&st, room.id(), &changed);
         let Some(epoch) = pos.epoch else { return };
         if st.members.is_empty() {
             // Nobody here has seen anything of this room: take it as it is.
@@ -469,6 +512,15 @@ impl Hub {
     /// members and connections (the broker may have lost them).
     pub async fn cluster_resync(&self) {
         let Some(broker) = self.broker() else { return };
+        // Parameters changed here during the outage go out first, so that reading the
+        // rooms back below does not overwrite them with older values.
+        let unshared: Vec<Arc<str>> = self.inner.cluster.unshared.lock().drain().collect();
+        for id in unshared {
+            if let Some(room) = self.room(&id) {
+                let params = room.lock().params.clone();
+                self.cluster_signal(&id, params, None).await;
+            }
+        }
         let rooms: Vec<Arc<Room>> = self
             .inner
             .rooms
@@ -490,6 +542,20 @@ impl Hub {
         }
         for c in self.inner.connections.iter() {
             broker.connection_changed(&c.info(), true);
+        }
+        // Definitions of explicitly created rooms, in case the broker lost them (a
+        // definition still there, or a room defined again elsewhere, is left alone).
+        let defined: Vec<RoomInfo> = self
+            .inner
+            .rooms
+            .iter()
+            .filter(|r| !r.lock().auto_created)
+            .map(|r| r.info())
+            .collect();
+        for info in defined {
+            if let Err(e) = broker.define_room(&info).await {
+                tracing::warn!(room = info.id, error = %e, "cannot share a room definition again");
+            }
         }
     }
 
@@ -899,12 +965,37 @@ impl Hub {
     }
 }
 
-/// Defines or overwrites parameters with the cluster's values.
-fn merge_params(st: &mut RoomState, params: Vec<ParamState>) {
+/// Defines or overwrites parameters with the cluster's values; returns those whose
+/// value changed.
+fn merge_params(st: &mut RoomState, params: Vec<ParamState>) -> Vec<ParamState> {
+    let mut changed = Vec::new();
     for p in params {
         match st.param_mut(&p.name) {
-            Some(mine) => *mine = p,
+            Some(mine) if *mine == p => {}
+            Some(mine) => {
+                if mine.value != p.value {
+                    changed.push(p.clone());
+                }
+                *mine = p;
+            }
             None => st.params.push(p),
+        }
+    }
+    changed
+}
+
+/// Tells the room's members of parameter values taken from the cluster.
+fn announce_params(st: &RoomState, room: &str, changed: &[ParamState]) {
+    for p in changed {
+        let update = Payload::msg(ServerMessage::Update {
+            room: room.to_owned(),
+            param: p.name.clone(),
+            value: p.value,
+            at: None,
+            from: "server".into(),
+        });
+        for m in st.members.values() {
+            m.conn.send(update.clone());
         }
     }
 }

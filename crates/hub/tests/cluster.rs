@@ -178,6 +178,8 @@ async fn params_and_triggers_reach_every_node() {
     );
     drain(&a);
     drain(&b);
+    // The realtime queue of the other node sees the room's parameters and triggers.
+    let mut rt2 = h2.realtime_queue(8);
 
     let out = send(
         &h1,
@@ -186,6 +188,11 @@ async fn params_and_triggers_reach_every_node() {
     )
     .await;
     assert_eq!(of_type(&out, "ack").len(), 1, "{out:?}");
+    let ev = rt2.pop().expect("a param event on n2");
+    assert_eq!(
+        (ev.kind, ev.name.as_str(), ev.value),
+        (switchboard_hub::RtKind::Param, "gain", 0.75)
+    );
     let got = drain(&b);
     let update = of_type(&got, "update");
     assert_eq!(update.len(), 1, "{got:?}");

@@ -768,3 +768,57 @@ async fn rooms_created_through_one_node_are_rooms_of_every_node() {
     assert_eq!(s, 404);
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_set_during_a_redis_outage_reaches_every_node_after_it() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms",
+        Some(json!({"id":"mix","params":[{"name":"gain","value":0.5}]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let mut a = connect(&n1, "a").await;
+    let mut b = connect(&n2, "b").await;
+    join(&mut a, "mix", None).await;
+    join(&mut b, "mix", None).await;
+    assert_eq!(param_value(&mut b, "mix", "gain").await, 0.5);
+
+    let port = redis.stop().await;
+    eventually(WAIT, "node 1 reports not ready", || async {
+        http(n1.addr, "GET", "/readyz", None).await.0 == 503
+    })
+    .await;
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms/mix/params",
+        Some(json!({"name":"gain","value":0.9})),
+    )
+    .await;
+    assert_eq!(s, 200, "served by node 1 alone");
+    assert_eq!(until(&mut a, "update").await["value"], 0.9);
+
+    // Redis comes back empty: node 1 shares the value again, node 2's member is told.
+    let redis = Redis::start_on(port).await;
+    let update = until(&mut b, "update").await;
+    assert_eq!(
+        (update["param"].as_str(), update["value"].as_f64()),
+        (Some("gain"), Some(0.9))
+    );
+    assert_eq!(param_value(&mut b, "mix", "gain").await, 0.9);
+    // The room's definition is back too: a third node knows it.
+    let n3 = Node::start(&redis, "n3").await;
+    eventually(
+        Duration::from_secs(20),
+        "definition shared again",
+        || async { http(n3.addr, "GET", "/api/rooms/mix", None).await.0 == 200 },
+    )
+    .await;
+    drop(redis);
+}
