@@ -82,6 +82,17 @@ pub trait Broker: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The room's messages with offsets `from..=to` the broker still keeps, oldest
+    /// first (empty when it keeps no history).
+    async fn messages_between(
+        &self,
+        _room: &str,
+        _from: u64,
+        _to: u64,
+    ) -> Result<Vec<Envelope>, BrokerError> {
+        Ok(Vec::new())
+    }
+
     /// Tells the other nodes that a local member joined or left a room.
     async fn presence(&self, _change: PresenceChange) -> Result<(), BrokerError> {
         Ok(())

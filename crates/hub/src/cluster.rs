@@ -160,6 +160,10 @@ pub struct CommandError {
     pub message: String,
 }
 
+/// Missed messages fetched at once when a node catches up, at most (older ones are
+/// reported as a gap).
+const MAX_FILL: u64 = 10_000;
+
 /// How long a node waits for another node to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -353,16 +357,47 @@ impl Hub {
             (st.history_size.max(1), diverged.then_some(st.offset))
         };
         match broker.position(room.id(), limit, floor).await {
-            Ok(Some(pos)) => {
+            Ok(Some(mut pos)) => {
                 if diverged {
                     self.inner.cluster.diverged.lock().remove(room.id());
                 }
+                self.fill_missed(broker, room, &mut pos).await;
                 self.apply_position(room, pos);
             }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(room = room.id(), error = %e, "cannot read the room's cluster state");
             }
+        }
+    }
+
+    /// Members here missed more than the newest messages a position carries (this node
+    /// was cut off, or fell behind, for a while): fetches the older missed ones too, as
+    /// far as the broker still has them, so that only what is really gone is a gap.
+    async fn fill_missed(&self, broker: &Arc<dyn Broker>, room: &Room, pos: &mut ClusterPosition) {
+        let at = {
+            let st = room.lock();
+            if st.members.is_empty() || pos.epoch.as_deref() != Some(st.epoch.as_str()) {
+                return;
+            }
+            st.offset
+        };
+        let first = pos
+            .messages
+            .first()
+            .map_or(pos.offset + 1, |m| m.message.offset);
+        if pos.offset <= at || first <= at + 1 {
+            return;
+        }
+        let to = first - 1;
+        let from = (at + 1).max(to.saturating_sub(MAX_FILL - 1));
+        match broker.messages_between(room.id(), from, to).await {
+            Ok(mut older) => {
+                older.retain(|e| pos.epoch.as_deref() == Some(e.epoch.as_str()));
+                older.append(&mut pos.messages);
+                pos.messages = older;
+            }
+            Err(e) => tracing::warn!(room = room.id(), error = %e, "cannot fetch missed messages"),
         }
     }
 

@@ -4,7 +4,7 @@
 //! side is the [`crate::subscriber`] task, reached through a bounded channel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,6 +41,9 @@ pub struct ClusterConfig {
     /// Messages kept per room in its Redis stream (what recovery on any node can reach;
     /// a room's own `history_size` bounds what it serves).
     pub stream_len: usize,
+    /// Messages received on the pub/sub connection and not yet handed to the hub, at
+    /// most; past it messages are dropped and the node resynchronises its rooms.
+    pub inbox: usize,
 }
 
 impl Default for ClusterConfig {
@@ -54,6 +57,7 @@ impl Default for ClusterConfig {
             response_timeout: Duration::from_secs(2),
             max_backoff: Duration::from_secs(5),
             stream_len: 1000,
+            inbox: crate::subscriber::INBOX,
         }
     }
 }
@@ -66,7 +70,10 @@ const SUB_QUEUE: usize = 1024;
 pub(crate) struct Shared {
     pub config: ClusterConfig,
     pub keys: Keys,
-    pub client: redis::Client,
+    /// The same server, spoken to in RESP3 (the pub/sub connection).
+    pub pubsub_client: redis::Client,
+    /// Messages dropped because this node fell behind its pub/sub connection.
+    pub pubsub_dropped: Arc<AtomicU64>,
     pub conn: ConnectionManager,
     publish: redis::Script,
     position: redis::Script,
@@ -99,13 +106,19 @@ impl RedisBroker {
         let conn = client
             .get_connection_manager_with_config(manager_config)
             .await?;
-        let pubsub = client.get_async_pubsub().await?;
         let (sub_tx, sub_rx) = mpsc::channel(SUB_QUEUE);
         let (index_tx, index_rx) = mpsc::channel(INDEX_QUEUE);
+        // The pub/sub connection speaks RESP3: messages arrive as pushes, which this
+        // engine can bound (see `crate::subscriber`).
+        let mut info =
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(ClusterError::Url)?;
+        info.redis.protocol = redis::ProtocolVersion::RESP3;
+        let pubsub_client = redis::Client::open(info).map_err(ClusterError::Url)?;
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.prefix),
+            pubsub_client,
+            pubsub_dropped: Arc::new(AtomicU64::new(0)),
             config,
-            client,
             conn,
             publish: redis::Script::new(crate::scripts::PUBLISH),
             position: redis::Script::new(crate::scripts::POSITION),
@@ -116,10 +129,17 @@ impl RedisBroker {
             index_tx,
         });
         let broker = RedisBroker { shared };
-        crate::subscriber::spawn(broker.clone(), hub.downgrade(), pubsub, sub_rx).await?;
+        let link = crate::subscriber::connect(&broker).await?;
+        crate::subscriber::spawn(broker.clone(), hub.downgrade(), link, sub_rx);
         crate::heartbeat::spawn(broker.clone(), hub.downgrade(), index_rx);
         hub.set_broker(Arc::new(broker.clone()));
         Ok(broker)
+    }
+
+    /// Messages this node dropped because it fell behind its pub/sub connection (each
+    /// episode is followed by a resynchronisation of its rooms).
+    pub fn dropped_messages(&self) -> u64 {
+        self.shared.pubsub_dropped.load(Ordering::Relaxed)
     }
 
     /// A handle on the command connection.
@@ -316,6 +336,15 @@ impl Broker for RedisBroker {
             remote_members,
             params,
         }))
+    }
+
+    async fn messages_between(
+        &self,
+        room: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Envelope>, BrokerError> {
+        Ok(self.range(room, from, to).await?)
     }
 
     async fn presence(&self, change: PresenceChange) -> Result<(), BrokerError> {

@@ -7,18 +7,28 @@
 //! `Hub::apply_presence`, commands to `Hub::apply_command` (in their own task: a command
 //! may subscribe, which goes through this very task).
 //!
-//! When the connection drops (Redis restarted or unreachable) the node is not ready; the
+//! The connection speaks RESP3, so published messages arrive as push frames handed to a
+//! callback (see [`connect`]) that never waits: it puts them in a bounded queue
+//! (`ClusterConfig::inbox`, [`INBOX`] messages by default). If the hub falls that far behind (a node starved of CPU), further
+//! messages are dropped and counted, and once the queue has drained the node
+//! resynchronises every room as after a reconnection: missed room messages come back
+//! from the streams or are reported as `gap`, presence and parameters are re-read.
+//! Memory stays bounded whatever the publishers do.
+//!
+//! When the connection drops (Redis restarted or unreachable; noticed by the
+//! disconnection push or by a failed `PING` every heartbeat) the node is not ready; the
 //! task reconnects with exponential backoff, resubscribes everything and asks the hub to
 //! resynchronise its rooms (`Hub::cluster_resync`), which recovers missed messages,
 //! reports what is gone as `gap` and starts new epochs where needed. Nothing is buffered
 //! meanwhile: publishes fail over to local delivery in the hub.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{PubSub, PubSubSink};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use switchboard_hub::{Envelope, WeakHub};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,53 +39,112 @@ use crate::wire::{self, NodeWire, RoomWire};
 /// Missing offsets fetched from a stream at once, at most (more is reported as a gap).
 const MAX_FILL: u64 = 10_000;
 
+/// Messages received but not yet handed to the hub, at most (the default of
+/// `ClusterConfig::inbox`).
+pub const INBOX: usize = 16_384;
+
 /// A subscription change; the reply says whether it is in effect now.
 pub enum SubCommand {
     Subscribe(String, oneshot::Sender<bool>),
     Unsubscribe(String, oneshot::Sender<bool>),
 }
 
-/// Subscribes the node's own channels on `pubsub` and starts the task.
-pub(crate) async fn spawn(
-    broker: RedisBroker,
-    hub: WeakHub,
-    pubsub: PubSub,
-    commands: mpsc::Receiver<SubCommand>,
-) -> Result<(), ClusterError> {
-    let (mut sink, stream) = pubsub.split();
-    subscribe_node(&broker, &mut sink).await?;
-    broker.shared.subscribed.store(true, Ordering::Relaxed);
-    tokio::spawn(run(broker, hub, sink, stream, commands));
-    Ok(())
+/// One live pub/sub connection and what it received.
+pub(crate) struct Link {
+    conn: MultiplexedConnection,
+    inbox: mpsc::Receiver<PushInfo>,
 }
 
-async fn subscribe_node(broker: &RedisBroker, sink: &mut PubSubSink) -> Result<(), ClusterError> {
-    sink.subscribe(broker.keys().node_channel(broker.node()))
+/// Opens a RESP3 connection whose pushes land in a bounded queue; pushes that do not
+/// fit are counted in `dropped` (the connection's reader never waits for the hub).
+pub(crate) async fn connect(broker: &RedisBroker) -> Result<Link, ClusterError> {
+    let (tx, inbox) = mpsc::channel::<PushInfo>(broker.shared.config.inbox.max(1));
+    let dropped = broker.shared.pubsub_dropped.clone();
+    let push = move |info: PushInfo| -> Result<(), std::convert::Infallible> {
+        let wanted = matches!(info.kind, PushKind::Message | PushKind::Disconnection);
+        // Subscription confirmations and the like are not wanted.
+        if wanted && tx.try_send(info).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    };
+    let timeout = broker.shared.config.response_timeout;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_push_sender(push);
+    let mut conn = broker
+        .shared
+        .pubsub_client
+        .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    sink.subscribe(broker.keys().all_channel()).await?;
-    Ok(())
+    conn.subscribe(&[
+        broker.keys().node_channel(broker.node()),
+        broker.keys().all_channel(),
+    ])
+    .await?;
+    Ok(Link { conn, inbox })
+}
+
+/// Starts the task on a connected link.
+pub(crate) fn spawn(
+    broker: RedisBroker,
+    hub: WeakHub,
+    link: Link,
+    commands: mpsc::Receiver<SubCommand>,
+) {
+    broker.shared.subscribed.store(true, Ordering::Relaxed);
+    tokio::spawn(run(broker, hub, link, commands));
 }
 
 async fn run(
     broker: RedisBroker,
     hub: WeakHub,
-    mut sink: PubSubSink,
-    mut stream: redis::aio::PubSubStream,
+    mut link: Link,
     mut commands: mpsc::Receiver<SubCommand>,
 ) {
     let mut rooms: HashSet<String> = HashSet::new();
+    let dropped: Arc<AtomicU64> = broker.shared.pubsub_dropped.clone();
+    let mut seen_dropped = dropped.load(Ordering::Relaxed);
+    let mut liveness = tokio::time::interval(broker.shared.config.heartbeat);
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Connected: serve messages and subscription changes.
         loop {
             tokio::select! {
-                msg = stream.next() => {
-                    let Some(msg) = msg else { break };
+                push = link.inbox.recv() => {
+                    let Some(push) = push else { break };
+                    if push.kind == PushKind::Disconnection {
+                        break;
+                    }
                     let Some(h) = hub.upgrade() else { return };
-                    handle(&broker, &h, msg).await;
+                    if let Some(msg) = redis::Msg::from_push_info(push) {
+                        handle(&broker, &h, msg).await;
+                    }
+                    let now = dropped.load(Ordering::Relaxed);
+                    if now != seen_dropped && link.inbox.is_empty() {
+                        tracing::warn!(
+                            dropped = now - seen_dropped,
+                            "this node fell behind its Redis messages; resynchronising rooms"
+                        );
+                        seen_dropped = now;
+                        tokio::spawn(async move { h.cluster_resync().await });
+                    }
                 }
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return };
-                    change(&broker, &mut sink, &mut rooms, cmd).await;
+                    change(&broker, &mut link.conn, &mut rooms, cmd).await;
+                }
+                _ = liveness.tick() => {
+                    // A link that went silent without a disconnection (half-open).
+                    let cmd = redis::cmd("PING");
+                    let ping = cmd.query_async::<String>(&mut link.conn);
+                    if !matches!(
+                        tokio::time::timeout(broker.shared.config.response_timeout, ping).await,
+                        Ok(Ok(_))
+                    ) {
+                        break;
+                    }
                 }
             }
         }
@@ -83,18 +152,20 @@ async fn run(
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         // Disconnected: keep the wanted set current while retrying with backoff.
         let mut backoff = Duration::from_millis(100);
-        let (new_sink, new_stream) = loop {
+        link = loop {
             let attempt = async {
-                let pubsub = broker.shared.client.get_async_pubsub().await?;
-                let (mut sink, stream) = pubsub.split();
-                subscribe_node(&broker, &mut sink).await?;
-                for room in &rooms {
-                    sink.subscribe(broker.keys().room_channel(room)).await?;
+                let mut link = connect(&broker).await?;
+                if !rooms.is_empty() {
+                    let channels: Vec<String> = rooms
+                        .iter()
+                        .map(|r| broker.keys().room_channel(r))
+                        .collect();
+                    link.conn.subscribe(channels).await?;
                 }
-                Ok::<_, ClusterError>((sink, stream))
+                Ok::<_, ClusterError>(link)
             };
             match tokio::time::timeout(broker.shared.config.response_timeout * 2, attempt).await {
-                Ok(Ok(pair)) => break pair,
+                Ok(Ok(link)) => break link,
                 Ok(Err(e)) => tracing::debug!(error = %e, "Redis reconnection failed"),
                 Err(_) => tracing::debug!("Redis reconnection timed out"),
             }
@@ -111,8 +182,7 @@ async fn run(
             }
             backoff = (backoff * 2).min(broker.shared.config.max_backoff);
         };
-        sink = new_sink;
-        stream = new_stream;
+        seen_dropped = dropped.load(Ordering::Relaxed);
         broker.shared.subscribed.store(true, Ordering::Relaxed);
         tracing::info!(
             rooms = rooms.len(),
@@ -127,7 +197,7 @@ async fn run(
 
 async fn change(
     broker: &RedisBroker,
-    sink: &mut PubSubSink,
+    conn: &mut MultiplexedConnection,
     rooms: &mut HashSet<String>,
     cmd: SubCommand,
 ) {
@@ -137,7 +207,7 @@ async fn change(
             let channel = broker.keys().room_channel(&room);
             rooms.insert(room);
             let ok = matches!(
-                tokio::time::timeout(timeout, sink.subscribe(channel)).await,
+                tokio::time::timeout(timeout, conn.subscribe(channel)).await,
                 Ok(Ok(()))
             );
             let _ = reply.send(ok);
@@ -146,7 +216,7 @@ async fn change(
             let channel = broker.keys().room_channel(&room);
             rooms.remove(&room);
             let ok = matches!(
-                tokio::time::timeout(timeout, sink.unsubscribe(channel)).await,
+                tokio::time::timeout(timeout, conn.unsubscribe(channel)).await,
                 Ok(Ok(()))
             );
             let _ = reply.send(ok);

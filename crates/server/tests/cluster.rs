@@ -822,3 +822,88 @@ async fn a_parameter_set_during_a_redis_outage_reaches_every_node_after_it() {
     .await;
     drop(redis);
 }
+
+/// A node whose pub/sub inbox overflows (here: an inbox of one message against a burst)
+/// drops messages rather than buffering without bound, and still delivers every offset
+/// once, in order, by fetching what it dropped from the room's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_falls_behind_drops_then_recovers_every_message() {
+    need_redis!();
+    use switchboard_hub::{ConnectInfo, EndpointRules, Hub, HubConfig, Outgoing, RoomSpec};
+    use switchboard_redis::{ClusterConfig, RedisBroker};
+    let redis = Redis::start().await;
+    let node = |id: &str| {
+        Hub::new(HubConfig {
+            node_id: id.into(),
+            ..HubConfig::default()
+        })
+    };
+    let (h1, h2) = (node("p1"), node("p2"));
+    let config = |id: &str, inbox: usize| ClusterConfig {
+        node_id: id.into(),
+        inbox,
+        ..ClusterConfig::default()
+    };
+    RedisBroker::start(&h1, &redis.url(), config("p1", 1024))
+        .await
+        .unwrap();
+    let slow = RedisBroker::start(&h2, &redis.url(), config("p2", 1))
+        .await
+        .unwrap();
+    h1.create_room(RoomSpec {
+        id: Some("burst".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut rules = EndpointRules::new("/ws");
+    rules.queue_size = 100_000;
+    let member = h2.connect(
+        ConnectInfo {
+            client_id: Some("m".into()),
+            ..Default::default()
+        },
+        std::sync::Arc::new(rules),
+        None,
+    );
+    h2.handle_frame(&member, br#"{"type":"join","room":"burst"}"#)
+        .await;
+    const N: u64 = 2000;
+    let publisher = tokio::spawn(async move {
+        let sends = (0..N).map(|i| h1.publish("burst", json!(i), &[]));
+        for r in futures_util::future::join_all(sends).await {
+            r.unwrap();
+        }
+        h1
+    });
+    let mut offsets = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while offsets.len() < N as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {N} delivered",
+            offsets.len()
+        );
+        let mut out = Vec::new();
+        member
+            .queue()
+            .drain_into(&mut out, switchboard_protocol::Encoding::Json);
+        for o in out {
+            if let Outgoing::Text(b) = o {
+                let v: Value = serde_json::from_slice(&b).unwrap();
+                assert_ne!(v["type"], "gap", "nothing should be lost: {v}");
+                if v["type"] == "message" {
+                    offsets.push(v["offset"].as_u64().unwrap());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _h1 = publisher.await.unwrap();
+    assert_eq!(offsets, (1..=N).collect::<Vec<_>>(), "once each, in order");
+    assert!(
+        slow.dropped_messages() > 0,
+        "the one-message inbox overflowed"
+    );
+    drop(redis);
+}
