@@ -351,24 +351,78 @@ impl Hub {
     /// Takes the cluster's position of `room` (rotating its epoch first if this node
     /// served it alone during an outage).
     async fn sync_room(&self, broker: &Arc<dyn Broker>, room: &Arc<Room>) {
-        let diverged = self.inner.cluster.diverged.lock().contains(room.id());
-        let (limit, floor) = {
+        // Taken, not read: of concurrent resynchronisations only one hands the messages
+        // served alone to the cluster.
+        let diverged = self.inner.cluster.diverged.lock().remove(room.id());
+        let (limit, floor, alone) = {
             let st = room.lock();
-            (st.history_size.max(1), diverged.then_some(st.offset))
+            // History was cleared when the room diverged: what it holds now is what
+            // this node served alone.
+            let alone = if diverged {
+                st.latest(st.history.len())
+            } else {
+                Vec::new()
+            };
+            (st.history_size.max(1), diverged.then_some(st.offset), alone)
         };
         match broker.position(room.id(), limit, floor).await {
             Ok(Some(mut pos)) => {
-                if diverged {
-                    self.inner.cluster.diverged.lock().remove(room.id());
-                }
                 self.fill_missed(broker, room, &mut pos).await;
                 self.apply_position(room, pos);
+                if !alone.is_empty() {
+                    self.share_alone(broker, room, alone).await;
+                }
             }
             Ok(None) => {}
             Err(e) => {
+                if diverged {
+                    self.inner
+                        .cluster
+                        .diverged
+                        .lock()
+                        .insert(room.id_arc().clone());
+                }
                 tracing::warn!(room = room.id(), error = %e, "cannot read the room's cluster state");
             }
         }
+    }
+
+    /// After an outage: the messages this node's members got while the room was served
+    /// here alone go to the cluster, numbered in the room's new epoch, so members on
+    /// other nodes get them too (this node's current members, who have them, are
+    /// skipped). Nothing published during an outage is lost for members who stayed
+    /// connected; those who recover across it get `recovered_complete: false`, since
+    /// the offsets changed.
+    async fn share_alone(
+        &self,
+        broker: &Arc<dyn Broker>,
+        room: &Room,
+        alone: Vec<switchboard_protocol::RoomMessage>,
+    ) {
+        let except: Vec<String> = room
+            .lock()
+            .members
+            .keys()
+            .map(|id| id.to_string())
+            .collect();
+        let count = alone.len();
+        for mut message in alone {
+            message.offset = room.lock().offset;
+            let envelope = Envelope {
+                message,
+                except: except.clone(),
+                epoch: String::new(),
+            };
+            if let Err(e) = broker.publish(envelope).await {
+                tracing::warn!(room = room.id(), error = %e, "messages served alone not shared with the cluster");
+                return;
+            }
+        }
+        tracing::info!(
+            room = room.id(),
+            messages = count,
+            "messages served alone during the outage shared with the cluster"
+        );
     }
 
     /// Members here missed more than the newest messages a position carries (this node
