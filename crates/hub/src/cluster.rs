@@ -653,7 +653,7 @@ impl Hub {
     /// history request. Nothing to do alone or when the room has local members.
     pub async fn cluster_refresh(&self, room: &str) {
         let Some(broker) = self.broker() else { return };
-        let Ok(Some(r)) = self.find_room(room).await else {
+        let Ok(Some(r)) = self.find_room_anywhere(room).await else {
             return;
         };
         let _guard = self.inner.cluster.guard(room).lock_owned().await;
@@ -872,6 +872,52 @@ impl Hub {
         }
     }
 
+    /// For the REST API: like [`Hub::find_room`], and also a room made by a join on
+    /// another node (it has members somewhere but no definition), of which this node
+    /// then holds a copy with default settings, dropped again when it has stayed empty
+    /// for the grace period.
+    pub(crate) async fn find_room_anywhere(&self, id: &str) -> HubResult<Option<Arc<Room>>> {
+        if let Some(r) = self.find_room(id).await? {
+            return Ok(Some(r));
+        }
+        let Some(broker) = self.broker() else {
+            return Ok(None);
+        };
+        let elsewhere = broker
+            .member_counts(&[id.to_owned()])
+            .await
+            .map_err(unavailable)?
+            .and_then(|c| c.first().copied())
+            .unwrap_or(0);
+        if elsewhere == 0 || !switchboard_protocol::room_id::is_valid(id) {
+            return Ok(None);
+        }
+        let key: Arc<str> = id.into();
+        let room = self
+            .inner
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let d = crate::EndpointRules::new("/");
+                let fresh = RoomState::fresh(
+                    id.to_owned(),
+                    d.room_max_connections,
+                    d.slow_consumer,
+                    d.history_size,
+                    d.history_ttl,
+                );
+                Room::new(
+                    key,
+                    RoomState {
+                        auto_created: true,
+                        ..fresh
+                    },
+                )
+            })
+            .clone();
+        Ok(Some(room))
+    }
+
     /// Makes this node's copy of a room defined on another node.
     async fn room_from_definition(&self, def: RoomInfo) -> Arc<Room> {
         let key: Arc<str> = def.id.as_str().into();
@@ -956,7 +1002,7 @@ impl Hub {
 
     /// A room's description, wherever it was defined, with members of every node.
     pub async fn find_room_info(&self, id: &str) -> HubResult<Option<RoomInfo>> {
-        let Some(room) = self.find_room(id).await? else {
+        let Some(room) = self.find_room_anywhere(id).await? else {
             return Ok(None);
         };
         let mut info = room.info();
@@ -974,7 +1020,7 @@ impl Hub {
 
     /// A room's members on every node.
     pub async fn room_members(&self, id: &str) -> HubResult<Option<Vec<Member>>> {
-        if self.find_room(id).await?.is_none() {
+        if self.find_room_anywhere(id).await?.is_none() {
             return Ok(None);
         }
         self.cluster_refresh(id).await;

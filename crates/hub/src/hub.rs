@@ -1073,7 +1073,7 @@ impl Hub {
         let conn = self
             .connection(connection_id)
             .ok_or_else(|| HubError::not_found(format!("no connection `{connection_id}`")))?;
-        if self.find_room(room).await?.is_none() {
+        if self.find_room_anywhere(room).await?.is_none() {
             return Err(HubError::not_found(format!("no room `{room}`")));
         }
         self.join_room(
@@ -1143,7 +1143,7 @@ impl Hub {
     /// Publishes `data` to a room as the server (REST, embedding); returns the offset.
     pub async fn publish(&self, room: &str, data: Value, except: &[String]) -> HubResult<u64> {
         let r = self
-            .find_room(room)
+            .find_room_anywhere(room)
             .await?
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
         self.deliver(&r, data, "server", None, except).await
@@ -1344,7 +1344,7 @@ impl Hub {
     /// Defines a parameter (with `min`/`max`) or sets its value, and tells the members.
     pub async fn set_param(&self, room: &str, spec: ParamSpec) -> HubResult<ParamState> {
         let r = self
-            .find_room(room)
+            .find_room_anywhere(room)
             .await?
             .ok_or_else(|| HubError::not_found(format!("no room `{room}`")))?;
         // Without local members this node's copy of the parameters may be stale.

@@ -392,3 +392,35 @@ async fn server_side_joins_on_another_node_report_its_answer() {
     h1.leave(b.id(), "small").await.unwrap();
     assert_eq!(of_type(&drain(&b), "left").len(), 1);
 }
+
+#[tokio::test]
+async fn rest_reaches_a_room_made_by_a_join_on_another_node() {
+    let bus = MemoryBus::new();
+    let (h1, h2) = (node("n1"), node("n2"));
+    bus.attach(&h1, 64);
+    bus.attach(&h2, 64);
+    let r = rules(|_| {});
+    let a = connect(&h1, "alice", &r);
+    send(&h1, &a, json!({"type":"join","room":"open"})).await;
+    // n2 never served the room: its REST side still finds it, through its members.
+    let info = h2.find_room_info("open").await.unwrap().expect("known");
+    assert_eq!(info.members_count, 1);
+    assert_eq!(h2.room_members("open").await.unwrap().unwrap().len(), 1);
+    h2.publish("open", json!("from n2"), &[]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = drain(&a);
+        if let Some(m) = of_type(&got, "message").first() {
+            assert_eq!(m["data"], "from n2");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publish never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A room nobody is in, anywhere, stays unknown.
+    assert!(h2.find_room_info("nowhere").await.unwrap().is_none());
+    assert!(h2.publish("nowhere", json!(1), &[]).await.is_err());
+}
