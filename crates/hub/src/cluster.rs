@@ -24,7 +24,13 @@
 //!   member saw, so whoever recovers across the outage gets `recovered_complete: false`.
 //! - Messages a subscribed node missed while the epoch stayed the same are fetched from
 //!   the broker's history and delivered in order; what history no longer has is reported
-//!   to the members as `gap`.
+//!   to the members as `gap`. Messages a node served alone go to the cluster after the
+//!   outage, numbered in the new epoch ([`Hub::cluster_resync`]).
+//! - Rooms created explicitly are defined cluster-wide ([`Broker::define_room`]); a node
+//!   makes its copy of such a room from the definition the first time it is asked about
+//!   it ([`Hub::find_room`]), so codes and limits hold on every node.
+//! - A command whose caller waits for the outcome (a routed REST join or leave) carries a
+//!   [`ReplyTo`]; the node that ran it answers with [`NodeCommand::Done`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
