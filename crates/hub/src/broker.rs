@@ -68,6 +68,12 @@ pub trait Broker: Send + Sync + 'static {
     /// True while the broker can deliver (readiness checks).
     fn is_ready(&self) -> bool;
 
+    /// Messages from other nodes this node dropped because it fell behind (each time
+    /// followed by a resynchronisation), for metrics.
+    fn dropped_messages(&self) -> u64 {
+        0
+    }
+
     /// The room's epoch, latest offset, newest `limit` messages and members on other
     /// nodes, as the cluster knows them; `None` when the broker keeps no such state.
     /// With `diverged_from`, this node served the room alone (without the broker) up to

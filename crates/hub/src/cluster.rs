@@ -232,6 +232,13 @@ impl Hub {
         self.inner.broker.read().clone()
     }
 
+    /// In a cluster: whether the broker can deliver now, and how many messages from
+    /// other nodes this node dropped so far (for metrics). `None` alone.
+    pub fn cluster_status(&self) -> Option<(bool, u64)> {
+        let broker = self.broker()?;
+        Some((broker.is_ready(), broker.dropped_messages()))
+    }
+
     /// Called before a member is added to `room`: makes sure this node is subscribed
     /// and, if it had no member there yet, takes the cluster's view of the room. The
     /// guard must be held until the member is in the room.

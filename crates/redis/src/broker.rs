@@ -136,12 +136,6 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    /// Messages this node dropped because it fell behind its pub/sub connection (each
-    /// episode is followed by a resynchronisation of its rooms).
-    pub fn dropped_messages(&self) -> u64 {
-        self.shared.pubsub_dropped.load(Ordering::Relaxed)
-    }
-
     /// A handle on the command connection.
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.shared.conn.clone()
@@ -281,6 +275,12 @@ impl Broker for RedisBroker {
     fn is_ready(&self) -> bool {
         self.shared.subscribed.load(Ordering::Relaxed)
             && self.shared.commands_ok.load(Ordering::Relaxed)
+    }
+
+    /// Messages this node dropped because it fell behind its pub/sub connection (each
+    /// episode is followed by a resynchronisation of its rooms).
+    fn dropped_messages(&self) -> u64 {
+        self.shared.pubsub_dropped.load(Ordering::Relaxed)
     }
 
     async fn position(

@@ -105,6 +105,10 @@ impl Metrics {
                 metrics::counter!("switchboard_closes_total", "code" => code.to_string())
                     .absolute(*n);
             }
+            if let Some((ready, dropped)) = hub.cluster_status() {
+                metrics::gauge!("switchboard_cluster_ready").set(if ready { 1.0 } else { 0.0 });
+                metrics::counter!("switchboard_cluster_dropped_total").absolute(dropped);
+            }
         });
         self.handle.run_upkeep();
         self.handle.render()
@@ -154,6 +158,14 @@ fn describe_all() {
     describe_counter!(
         "switchboard_closes_total",
         "Connections ended, by close code (0: no close frame)."
+    );
+    describe_gauge!(
+        "switchboard_cluster_ready",
+        "Cluster mode: 1 while Redis answers and the pub/sub connection is up."
+    );
+    describe_counter!(
+        "switchboard_cluster_dropped_total",
+        "Cluster mode: messages from other nodes dropped because this node fell behind (each time followed by a resynchronisation)."
     );
 }
 

@@ -293,6 +293,22 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// The `/metrics` page (plain text, not JSON).
+async fn metrics_text(addr: SocketAddr) -> String {
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
 /// Polls `f` until it is true, at most `within`.
 async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
 where
@@ -565,6 +581,12 @@ async fn redis_restarted_mid_traffic_reports_the_hole() {
         http(n1.addr, "GET", "/readyz", None).await.0 == 503
     })
     .await;
+    assert!(
+        metrics_text(n1.addr)
+            .await
+            .contains("switchboard_cluster_ready 0"),
+        "the metric follows readiness"
+    );
     // Each node keeps serving its own members.
     let o = publish(&mut a, "live", json!("alone")).await;
     assert_eq!(o, 6);
@@ -583,6 +605,11 @@ async fn redis_restarted_mid_traffic_reports_the_hole() {
         })
         .await;
     }
+    assert!(
+        metrics_text(n1.addr)
+            .await
+            .contains("switchboard_cluster_ready 1")
+    );
     // What each node served alone reaches the other node's members, once.
     let shared = messages(&mut b, 1).await;
     assert_eq!(
@@ -841,7 +868,7 @@ async fn a_parameter_set_during_a_redis_outage_reaches_every_node_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_falls_behind_drops_then_recovers_every_message() {
     need_redis!();
-    use switchboard_hub::{ConnectInfo, EndpointRules, Hub, HubConfig, Outgoing, RoomSpec};
+    use switchboard_hub::{Broker, ConnectInfo, EndpointRules, Hub, HubConfig, Outgoing, RoomSpec};
     use switchboard_redis::{ClusterConfig, RedisBroker};
     let redis = Redis::start().await;
     let node = |id: &str| {
