@@ -28,7 +28,9 @@ use parking_lot::Mutex;
 use switchboard_protocol::{ParamState, RoomMessage};
 use tokio::sync::mpsc;
 
-use crate::cluster::{ClusterPosition, NodeCommand, PresenceChange, RemoteMember, RoomSignal};
+use crate::cluster::{
+    ClusterPosition, NodeCommand, PresenceChange, PresenceCounts, RemoteMember, RoomSignal,
+};
 use crate::connection::ConnectionInfo;
 use crate::room::RoomInfo;
 
@@ -99,9 +101,13 @@ pub trait Broker: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// Tells the other nodes that a local member joined or left a room.
-    async fn presence(&self, _change: PresenceChange) -> Result<(), BrokerError> {
-        Ok(())
+    /// Tells the other nodes that a local member joined or left a room. Returns what
+    /// the change did cluster-wide, when the broker counts members.
+    async fn presence(
+        &self,
+        _change: PresenceChange,
+    ) -> Result<Option<PresenceCounts>, BrokerError> {
+        Ok(None)
     }
 
     /// Keeps the signal's parameters as the room's current values and passes the signal
@@ -232,6 +238,24 @@ impl MemoryBus {
             .sum()
     }
 
+    /// A room's members on every node, and those of one client id.
+    fn counts(&self, room: &str, client_id: &str, changed: bool) -> PresenceCounts {
+        let mut nodes = self.nodes.lock();
+        nodes.retain(|(n, _)| n.strong_count() > 0);
+        let (mut room_members, mut client_members) = (0, 0);
+        for n in nodes.iter().filter_map(|(n, _)| n.upgrade()) {
+            if let Some(list) = n.members.lock().get(room) {
+                room_members += list.len();
+                client_members += list.iter().filter(|m| m.client_id == client_id).count();
+            }
+        }
+        PresenceCounts {
+            changed,
+            room_members,
+            client_members,
+        }
+    }
+
     /// Every live node except `me`.
     fn others(&self, me: &str) -> Vec<Arc<NodeInner>> {
         let mut nodes = self.nodes.lock();
@@ -322,21 +346,30 @@ impl Broker for MemoryBroker {
         }))
     }
 
-    async fn presence(&self, change: PresenceChange) -> Result<(), BrokerError> {
-        {
+    async fn presence(
+        &self,
+        change: PresenceChange,
+    ) -> Result<Option<PresenceCounts>, BrokerError> {
+        let changed = {
             let mut members = self.node.members.lock();
             let list = members.entry(change.room.clone()).or_default();
+            let before = list.len();
             list.retain(|m| m.connection_id != change.member.connection_id);
+            let was_there = list.len() != before;
             if change.joined {
                 list.push(change.member.clone());
             }
-        }
+            was_there != change.joined
+        };
+        let counts = self
+            .bus
+            .counts(&change.room, &change.member.client_id, changed);
         for n in self.bus.others(&self.node.id) {
             if let Some(hub) = n.hub.upgrade() {
                 hub.apply_presence(change.clone());
             }
         }
-        Ok(())
+        Ok(Some(counts))
     }
 
     async fn signal(&self, signal: RoomSignal) -> Result<(), BrokerError> {

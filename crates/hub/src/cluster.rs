@@ -76,6 +76,16 @@ pub struct RemoteMember {
     pub member: Member,
 }
 
+/// What a presence change did cluster-wide: whether it changed anything (a join of a
+/// member already announced does not), and the room's members and the client's members
+/// in the room on every node after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceCounts {
+    pub changed: bool,
+    pub room_members: usize,
+    pub client_members: usize,
+}
+
 /// A local member joined or left a room; the other nodes tell their members.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceChange {
@@ -271,17 +281,73 @@ impl Hub {
         self.inner.cluster.remote.remove(room_id);
     }
 
-    /// Tells the other nodes a local member joined or left `room`.
-    pub(crate) async fn cluster_presence(&self, room: &str, member: Member, joined: bool) {
+    /// Tells the other nodes a local member joined or left `room`; with `endpoint` (the
+    /// member's connection's), also reports the cluster-wide lifecycle transitions this
+    /// change made (first or last member of the room, of the client in the room).
+    pub(crate) async fn cluster_presence(
+        &self,
+        room: &str,
+        member: Member,
+        joined: bool,
+        endpoint: Option<&str>,
+    ) {
         let Some(broker) = self.broker() else { return };
         let change = PresenceChange {
             node: self.node_id().to_owned(),
             room: room.to_owned(),
             joined,
-            member,
+            member: member.clone(),
         };
-        if let Err(e) = broker.presence(change).await {
-            tracing::warn!(room, error = %e, "presence change not shared with the cluster");
+        match broker.presence(change).await {
+            Ok(Some(counts)) if endpoint.is_some() => {
+                self.cluster_lifecycle(room, &member, joined, counts, endpoint);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(room, error = %e, "presence change not shared with the cluster");
+            }
+        }
+    }
+
+    /// Tells the membership observer what a presence change did cluster-wide (see
+    /// [`crate::Membership::ClusterRoom`]). Called by the node that made the change, or
+    /// by the broker for members of a dead node it removed.
+    pub fn cluster_lifecycle(
+        &self,
+        room: &str,
+        member: &Member,
+        joined: bool,
+        counts: PresenceCounts,
+        endpoint: Option<&str>,
+    ) {
+        if !counts.changed {
+            return;
+        }
+        use crate::events::Membership;
+        let events = &self.inner.events;
+        if joined && counts.room_members == 1 {
+            events.membership(Membership::ClusterRoom {
+                room,
+                occupied: true,
+                member,
+                endpoint,
+            });
+        }
+        if counts.client_members == usize::from(joined) {
+            events.membership(Membership::ClusterMember {
+                room,
+                joined,
+                member,
+                endpoint,
+            });
+        }
+        if !joined && counts.room_members == 0 {
+            events.membership(Membership::ClusterRoom {
+                room,
+                occupied: false,
+                member,
+                endpoint,
+            });
         }
     }
 
@@ -638,7 +704,8 @@ impl Hub {
                 .map(crate::room::MemberEntry::member)
                 .collect();
             for m in members {
-                self.cluster_presence(room.id(), m, true).await;
+                // Re-announced, not new: no lifecycle event.
+                self.cluster_presence(room.id(), m, true, None).await;
             }
             self.sync_room(&broker, &room).await;
         }

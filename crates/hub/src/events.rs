@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::connection::Connection;
+use switchboard_protocol::Member;
 
 /// Something a client did.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +140,25 @@ pub enum Membership<'a> {
         conn: &'a Arc<Connection>,
         room: &'a str,
         last: bool,
+    },
+    /// Cluster mode: `room` got its first member on any node (`occupied`), or lost its
+    /// last one everywhere. Reported by exactly one node, the one whose change made the
+    /// difference (for the members of a dead node: the node that removed them), after
+    /// the change reached the broker — not under the room's lock.
+    ClusterRoom {
+        room: &'a str,
+        occupied: bool,
+        member: &'a Member,
+        /// The endpoint of the member's connection, when this node held it.
+        endpoint: Option<&'a str>,
+    },
+    /// Cluster mode: `member.client_id` got its first connection in `room` counting every
+    /// node (`joined`), or its last one there left. Reported by exactly one node.
+    ClusterMember {
+        room: &'a str,
+        joined: bool,
+        member: &'a Member,
+        endpoint: Option<&'a str>,
     },
 }
 

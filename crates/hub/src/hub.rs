@@ -765,7 +765,9 @@ impl Hub {
         }
         if self.has_broker() {
             for m in members.values() {
-                self.cluster_presence(id, m.member(), false).await;
+                let endpoint = m.conn.endpoint().path.clone();
+                self.cluster_presence(id, m.member(), false, Some(&endpoint))
+                    .await;
             }
             self.cluster_release(id).await;
         }
@@ -936,7 +938,8 @@ impl Hub {
         conn.add_room(room.id_arc().clone());
         drop(_cluster_guard);
         if let Some(member) = announced {
-            self.cluster_presence(room_id, member, true).await;
+            self.cluster_presence(room_id, member, true, Some(&conn.endpoint().path))
+                .await;
         }
         if !already && self.inner.events.wanted() {
             self.inner.events.emit(HubEvent::Joined {
@@ -1016,7 +1019,8 @@ impl Hub {
             (now_empty, entry.member())
         };
         let (now_empty, member) = now_empty;
-        self.cluster_presence(room_id, member, false).await;
+        self.cluster_presence(room_id, member, false, Some(&conn.endpoint().path))
+            .await;
         if now_empty {
             self.cluster_release(room_id).await;
         }

@@ -424,3 +424,61 @@ async fn rest_reaches_a_room_made_by_a_join_on_another_node() {
     assert!(h2.find_room_info("nowhere").await.unwrap().is_none());
     assert!(h2.publish("nowhere", json!(1), &[]).await.is_err());
 }
+
+#[derive(Default)]
+struct Transitions(parking_lot::Mutex<Vec<String>>);
+
+impl switchboard_hub::MembershipObserver for Transitions {
+    fn on_membership(&self, change: switchboard_hub::Membership<'_>) {
+        use switchboard_hub::Membership;
+        let line = match change {
+            Membership::ClusterRoom { room, occupied, .. } => format!("{room} occupied={occupied}"),
+            Membership::ClusterMember {
+                room,
+                joined,
+                member,
+                ..
+            } => format!("{room} {} joined={joined}", member.client_id),
+            _ => return,
+        };
+        self.0.lock().push(line);
+    }
+}
+
+#[tokio::test]
+async fn cluster_transitions_are_reported_once_by_the_node_that_made_them() {
+    let bus = MemoryBus::new();
+    let (h1, h2) = (node("n1"), node("n2"));
+    bus.attach(&h1, 64);
+    bus.attach(&h2, 64);
+    let (t1, t2) = (
+        Arc::new(Transitions::default()),
+        Arc::new(Transitions::default()),
+    );
+    h1.set_membership_observer(t1.clone());
+    h2.set_membership_observer(t2.clone());
+    let r = rules(|_| {});
+    let a1 = connect(&h1, "alice", &r);
+    let a2 = connect(&h2, "alice", &r);
+    let b = connect(&h2, "bob", &r);
+    send(&h1, &a1, json!({"type":"join","room":"x"})).await;
+    send(&h2, &a2, json!({"type":"join","room":"x"})).await;
+    send(&h2, &b, json!({"type":"join","room":"x"})).await;
+    send(&h1, &a1, json!({"type":"leave","room":"x"})).await;
+    send(&h2, &b, json!({"type":"leave","room":"x"})).await;
+    send(&h2, &a2, json!({"type":"leave","room":"x"})).await;
+    assert_eq!(
+        *t1.0.lock(),
+        ["x occupied=true", "x alice joined=true"],
+        "alice's second connection and her first leaving are not transitions"
+    );
+    assert_eq!(
+        *t2.0.lock(),
+        [
+            "x bob joined=true",
+            "x bob joined=false",
+            "x alice joined=false",
+            "x occupied=false"
+        ]
+    );
+}

@@ -27,6 +27,15 @@ impl MembershipObserver for Recorder {
             Membership::Left { conn, room, last } => {
                 format!("left {} {room} last={last}", conn.client_id())
             }
+            Membership::ClusterRoom { room, occupied, .. } => {
+                format!("cluster room {room} occupied={occupied}")
+            }
+            Membership::ClusterMember {
+                room,
+                joined,
+                member,
+                ..
+            } => format!("cluster member {} {room} joined={joined}", member.client_id),
         };
         self.0.lock().push(line);
     }

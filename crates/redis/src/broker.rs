@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
     Broker, BrokerError, ClusterPosition, ConnectionInfo, Envelope, Hub, NodeCommand,
-    PresenceChange, RemoteMember, RoomInfo, RoomSignal,
+    PresenceChange, PresenceCounts, RemoteMember, RoomInfo, RoomSignal,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,6 +78,7 @@ pub(crate) struct Shared {
     publish: redis::Script,
     position: redis::Script,
     define: redis::Script,
+    presence: redis::Script,
     /// The pub/sub connection is up and subscribed.
     pub subscribed: AtomicBool,
     /// The last command on `conn` succeeded.
@@ -123,6 +124,7 @@ impl RedisBroker {
             publish: redis::Script::new(crate::scripts::PUBLISH),
             position: redis::Script::new(crate::scripts::POSITION),
             define: redis::Script::new(crate::scripts::DEFINE),
+            presence: redis::Script::new(crate::scripts::PRESENCE),
             subscribed: AtomicBool::new(false),
             commands_ok: AtomicBool::new(true),
             sub_tx,
@@ -205,6 +207,47 @@ impl RedisBroker {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Runs the presence script for a change (of this node's member, or of a dead
+    /// node's member being reaped).
+    pub(crate) async fn apply_presence(
+        &self,
+        change: PresenceChange,
+    ) -> Result<PresenceCounts, ClusterError> {
+        let k = self.keys();
+        let room = change.room.clone();
+        let id = change.member.connection_id.clone();
+        let client = change.member.client_id.clone();
+        let joined = change.joined;
+        let entry = serde_json::to_string(&RemoteMember {
+            node: change.node.clone(),
+            member: change.member.clone(),
+        })
+        .map_err(|e| ClusterError::Data(e.to_string()))?;
+        let payload = serde_json::to_string(&RoomWire::Presence(change))
+            .map_err(|e| ClusterError::Data(e.to_string()))?;
+        let mut conn = self.conn();
+        let r: redis::RedisResult<(i64, usize, usize)> = self
+            .shared
+            .presence
+            .key(k.members(&room))
+            .key(k.room_clients(&room))
+            .arg(if joined { "1" } else { "0" })
+            .arg(&id)
+            .arg(entry)
+            .arg(&client)
+            .arg(self.ttl_ms())
+            .arg(k.room_channel(&room))
+            .arg(payload)
+            .invoke_async(&mut conn)
+            .await;
+        let (changed, room_members, client_members) = self.answered(r)?;
+        Ok(PresenceCounts {
+            changed: changed == 1,
+            room_members,
+            client_members,
+        })
     }
 
     /// Live nodes other than this one.
@@ -347,33 +390,21 @@ impl Broker for RedisBroker {
         Ok(self.range(room, from, to).await?)
     }
 
-    async fn presence(&self, change: PresenceChange) -> Result<(), BrokerError> {
-        let k = self.keys();
-        let room = change.room.clone();
-        let id = change.member.connection_id.clone();
-        let entry = serde_json::to_string(&RemoteMember {
-            node: change.node.clone(),
-            member: change.member.clone(),
-        })
-        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+    async fn presence(
+        &self,
+        change: PresenceChange,
+    ) -> Result<Option<PresenceCounts>, BrokerError> {
         let joined = change.joined;
-        let payload = serde_json::to_string(&RoomWire::Presence(change))
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let room = change.room.clone();
+        let counts = self.apply_presence(change).await?;
         if joined {
-            pipe.hset(k.members(&room), &id, entry).ignore();
-            pipe.sadd(k.node_rooms(self.node()), &room).ignore();
-        } else {
-            pipe.hdel(k.members(&room), &id).ignore();
+            // The reaper's list of rooms this node announced members in.
+            let mut conn = self.conn();
+            let r: redis::RedisResult<()> =
+                conn.sadd(self.keys().node_rooms(self.node()), &room).await;
+            self.answered(r)?;
         }
-        pipe.pexpire(k.members(&room), self.ttl_ms() as i64)
-            .ignore();
-        pipe.publish(k.room_channel(&room), payload).ignore();
-        let mut conn = self.conn();
-        let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        self.answered(r)?;
-        Ok(())
+        Ok(Some(counts))
     }
 
     async fn signal(&self, signal: RoomSignal) -> Result<(), BrokerError> {

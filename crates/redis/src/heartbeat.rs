@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 
 use crate::broker::{RedisBroker, now_ms};
 use crate::error::ClusterError;
-use crate::wire::RoomWire;
 
 /// Index changes written in one pipeline, at most.
 const INDEX_BATCH: usize = 256;
@@ -49,7 +48,7 @@ pub(crate) fn spawn(
                 tracing::warn!(error = %e, "cluster heartbeat failed");
                 continue;
             }
-            if let Err(e) = reap(&broker).await {
+            if let Err(e) = reap(&broker, &h).await {
                 tracing::warn!(error = %e, "reaping dead nodes failed");
             }
         }
@@ -120,8 +119,9 @@ async fn beat(broker: &RedisBroker, hub: &Hub) -> Result<(), ClusterError> {
     broker.answered(r)
 }
 
-/// Removes the members of dead nodes from presence, telling every node.
-async fn reap(broker: &RedisBroker) -> Result<(), ClusterError> {
+/// Removes the members of dead nodes from presence, telling every node; the lifecycle
+/// transitions this makes (a room or a client gone from a room) are reported here.
+async fn reap(broker: &RedisBroker, hub: &Hub) -> Result<(), ClusterError> {
     let k = broker.keys();
     let mut conn = broker.conn();
     let cutoff = now_ms() - broker.shared.config.node_ttl.as_millis() as i64;
@@ -142,24 +142,23 @@ async fn reap(broker: &RedisBroker) -> Result<(), ClusterError> {
         let mut left = 0usize;
         for room in rooms {
             let entries: HashMap<String, Vec<u8>> = conn.hgetall(k.members(&room)).await?;
-            for (id, entry) in entries {
+            for entry in entries.into_values() {
                 let Ok(m) = serde_json::from_slice::<RemoteMember>(&entry) else {
                     continue;
                 };
                 if m.node != node {
                     continue;
                 }
-                let payload = serde_json::to_string(&RoomWire::Presence(PresenceChange {
-                    node: node.clone(),
-                    room: room.clone(),
-                    joined: false,
-                    member: m.member,
-                }))
-                .map_err(|e| ClusterError::Data(e.to_string()))?;
-                let mut pipe = redis::pipe();
-                pipe.hdel(k.members(&room), &id).ignore();
-                pipe.publish(k.room_channel(&room), payload).ignore();
-                let () = pipe.query_async(&mut conn).await?;
+                let member = m.member;
+                let counts = broker
+                    .apply_presence(PresenceChange {
+                        node: node.clone(),
+                        room: room.clone(),
+                        joined: false,
+                        member: member.clone(),
+                    })
+                    .await?;
+                hub.cluster_lifecycle(&room, &member, false, counts, None);
                 left += 1;
             }
         }

@@ -7,6 +7,7 @@
 //! - `P:{room}:log`: a stream of the latest messages, entry id `<offset>-0`, field `m`;
 //! - `P:{room}:members`: hash, connection id → member on some node (JSON);
 //! - `P:{room}:params`: hash, parameter name → its latest state (JSON);
+//! - `P:{room}:clients`: hash, client id → its members in the room on every node;
 //! - `P:{room}:def`: the definition of a room created explicitly (`POST /api/rooms`),
 //!   the room object as JSON, expiring with the room;
 //! - channel `P:room:<room>`: live messages, presence changes, parameter changes and
@@ -43,6 +44,9 @@ impl Keys {
     }
     pub fn members(&self, room: &str) -> String {
         format!("{}:{{{room}}}:members", self.prefix)
+    }
+    pub fn room_clients(&self, room: &str) -> String {
+        format!("{}:{{{room}}}:clients", self.prefix)
     }
     pub fn params(&self, room: &str) -> String {
         format!("{}:{{{room}}}:params", self.prefix)

@@ -78,3 +78,29 @@ else
 end
 return 1
 "#;
+
+/// A member joins or leaves a room on some node: the room's member hash and per-client
+/// counts change together, the change goes out on the room's channel, and the caller
+/// learns what it did cluster-wide (for lifecycle events, reported once).
+///
+/// KEYS: members, clients. ARGV: 1 `1` to join, `0` to leave, 2 connection id, 3 the
+/// member entry (JSON, joins only), 4 client id, 5 time to live in ms, 6 the room's
+/// channel, 7 the presence payload. Returns `{changed, room members, client's members}`.
+pub const PRESENCE: &str = r#"
+local changed
+if ARGV[1] == '1' then
+  changed = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  if changed == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+  end
+else
+  changed = redis.call('HDEL', KEYS[1], ARGV[2])
+  if changed == 1 and redis.call('HINCRBY', KEYS[2], ARGV[4], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[4])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return {changed, redis.call('HLEN', KEYS[1]), tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')}
+"#;

@@ -132,9 +132,14 @@ struct Node {
 
 impl Node {
     async fn start(redis: &Redis, id: &str) -> Node {
+        Node::start_with(redis, id, "").await
+    }
+
+    /// A node whose configuration file adds `extra` to the cluster settings.
+    async fn start_with(redis: &Redis, id: &str, extra: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("switchboard.toml");
-        std::fs::write(&config, CLUSTER_TOML).unwrap();
+        std::fs::write(&config, format!("{CLUSTER_TOML}{extra}")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
             .args(["--redis", &redis.url(), "--node-id", id])
@@ -945,6 +950,149 @@ async fn a_node_that_falls_behind_drops_then_recovers_every_message() {
     assert!(
         slow.dropped_messages() > 0,
         "the one-message inbox overflowed"
+    );
+    drop(redis);
+}
+
+/// A webhook receiver: answers 200 to every POST and hands the JSON bodies over.
+async fn webhook_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    if let Ok(v) = serde_json::from_slice::<Value>(&buf[end + 4..end + 4 + len]) {
+                        let _ = tx.send(v);
+                    }
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The next lifecycle event, as `(event, client_id, node_id)`.
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+) -> (String, String, String) {
+    let v = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a lifecycle event in time")
+        .unwrap();
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    (s("event"), s("client_id"), s("node_id"))
+}
+
+/// Lifecycle events a node has delivered, from its metrics.
+async fn delivered(addr: SocketAddr) -> u64 {
+    metrics_text(addr)
+        .await
+        .lines()
+        .find(|l| {
+            l.starts_with("switchboard_webhook_lifecycle_events_total{outcome=\"delivered\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_webhooks_count_rooms_and_members_on_every_node() {
+    need_redis!();
+    let redis = Redis::start().await;
+    let (hook, mut events) = webhook_receiver().await;
+    let extra = format!(
+        "[webhooks]\nurl = \"http://{hook}/events\"\nevents = [\"room_occupied\", \"room_vacated\", \"member_joined\", \"member_left\"]\n"
+    );
+    let n1 = Node::start_with(&redis, "n1", &extra).await;
+    let mut n2 = Node::start_with(&redis, "n2", &extra).await;
+    let mut a1 = connect(&n1, "alice").await;
+    let mut b = connect(&n2, "bob").await;
+    let mut a2 = connect(&n2, "alice").await;
+    join(&mut a1, "hooked", None).await;
+    join(&mut b, "hooked", None).await;
+    join(&mut a2, "hooked", None).await; // alice's second connection: no event
+    for c in [&mut a1, &mut b, &mut a2] {
+        send(c, json!({"type":"leave","room":"hooked","id":"l"})).await;
+        until(c, "left").await;
+    }
+    // Every change is acknowledged, so every event is queued: 2 on node 1, 4 on node 2.
+    eventually(WAIT, "events delivered", || async {
+        delivered(n1.addr).await == 2 && delivered(n2.addr).await == 4
+    })
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(next_event(&mut events).await);
+    }
+    got.sort();
+    let want = |e: &str, c: &str, n: &str| (e.to_owned(), c.to_owned(), n.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            want("member_joined", "alice", "n1"),
+            want("member_joined", "bob", "n2"),
+            want("member_left", "alice", "n2"),
+            want("member_left", "bob", "n2"),
+            want("room_occupied", "alice", "n1"),
+            want("room_vacated", "alice", "n2"),
+        ],
+        "one event per cluster-wide change, from the node that made it"
+    );
+
+    // A node dies with the last member: the node that reaps it reports the leave.
+    let mut c = connect(&n2, "carol").await;
+    join(&mut c, "hooked", None).await;
+    let mut got = vec![next_event(&mut events).await, next_event(&mut events).await];
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            want("member_joined", "carol", "n2"),
+            want("room_occupied", "carol", "n2")
+        ]
+    );
+    n2.kill9().await;
+    let mut got = vec![next_event(&mut events).await, next_event(&mut events).await];
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            want("member_left", "carol", "n1"),
+            want("room_vacated", "carol", "n1")
+        ]
     );
     drop(redis);
 }

@@ -14,7 +14,12 @@
 //! - `client_offline`: a client id's last connection closed and none came back within
 //!   `offline_grace_ms` — one event however many tabs it had.
 //!
-//! Everything is counted per node: in a cluster each node reports its own members.
+//! In a cluster, rooms and members are counted on every node: the hub reports
+//! `ClusterRoom` / `ClusterMember` changes, decided atomically in Redis, so exactly one
+//! node sends each `room_occupied`, `room_vacated`, `member_joined` and `member_left`
+//! (for the members of a node that died: the node that removed them). `client_online`
+//! and `client_offline` stay per node: a client with connections on two nodes is online
+//! on each.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 use switchboard_hub::{Connection, Membership, MembershipObserver};
+use switchboard_protocol::Member;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -100,6 +106,8 @@ pub struct Tracker {
     boot: String,
     track_members: bool,
     track_clients: bool,
+    /// Cluster mode: room and member events come from the cluster's counts.
+    cluster: bool,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -109,6 +117,7 @@ impl Tracker {
         settings: Arc<LifecycleSettings>,
         delivery: Arc<Delivery>,
         node_id: &str,
+        cluster: bool,
     ) -> Arc<Tracker> {
         let ev = settings.events;
         Arc::new(Tracker {
@@ -119,6 +128,7 @@ impl Tracker {
             settings,
             delivery,
             node_id: node_id.to_owned(),
+            cluster,
             boot: format!("{:08x}", rand::random::<u32>()),
             state: Mutex::new(State::default()),
             wake: Notify::new(),
@@ -308,6 +318,9 @@ impl Tracker {
     }
 
     fn joined(&self, conn: &Connection, room: &str, first: bool) {
+        if self.cluster {
+            return;
+        }
         let mut st = self.state.lock();
         if first {
             let build = self.notice(LifecycleEvent::RoomOccupied, conn, Some(room));
@@ -339,6 +352,9 @@ impl Tracker {
     }
 
     fn left(&self, conn: &Connection, room: &str, last: bool) {
+        if self.cluster {
+            return;
+        }
         let mut st = self.state.lock();
         if self.track_members {
             let mut gone = false;
@@ -366,6 +382,33 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// A room or member transition counted on every node of the cluster.
+    fn cluster_change(
+        &self,
+        event: LifecycleEvent,
+        room: &str,
+        member: &Member,
+        endpoint: Option<&str>,
+    ) {
+        let mut st = self.state.lock();
+        let node_id = self.node_id.clone();
+        let notice = |seq, id, ts| Notice {
+            event: event.as_str(),
+            id,
+            seq,
+            node_id,
+            ts,
+            room: Some(room.to_owned()),
+            client_id: member.client_id.clone(),
+            connection_id: member.connection_id.clone(),
+            endpoint: endpoint.unwrap_or_default().to_owned(),
+            offline_since: None,
+        };
+        self.emit(&mut st, event, room, notice);
+    }
+}
+
 impl MembershipObserver for Tracker {
     fn on_membership(&self, change: Membership<'_>) {
         match change {
@@ -373,6 +416,32 @@ impl MembershipObserver for Tracker {
             Membership::Disconnected { conn } => self.disconnected(conn),
             Membership::Joined { conn, room, first } => self.joined(conn, room, first),
             Membership::Left { conn, room, last } => self.left(conn, room, last),
+            Membership::ClusterRoom {
+                room,
+                occupied,
+                member,
+                endpoint,
+            } => {
+                let event = if occupied {
+                    LifecycleEvent::RoomOccupied
+                } else {
+                    LifecycleEvent::RoomVacated
+                };
+                self.cluster_change(event, room, member, endpoint);
+            }
+            Membership::ClusterMember {
+                room,
+                joined,
+                member,
+                endpoint,
+            } => {
+                let event = if joined {
+                    LifecycleEvent::MemberJoined
+                } else {
+                    LifecycleEvent::MemberLeft
+                };
+                self.cluster_change(event, room, member, endpoint);
+            }
         }
     }
 }

@@ -84,7 +84,9 @@ impl Webhooks {
         let lifecycle = lifecycle.map(|settings| {
             tracing::info!(url = %redact(&settings.url), "lifecycle webhooks on");
             let delivery = Delivery::start(settings.clone(), client, metrics);
-            let tracker = Tracker::new(settings, delivery.clone(), hub.node_id());
+            // Cluster mode is known here: the broker is plugged in before webhooks.
+            let cluster = hub.cluster_status().is_some();
+            let tracker = Tracker::new(settings, delivery.clone(), hub.node_id(), cluster);
             hub.set_membership_observer(tracker.clone());
             Lifecycle {
                 timers: tokio::spawn(tracker.clone().run_timers()),
