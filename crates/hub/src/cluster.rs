@@ -972,29 +972,8 @@ impl Hub {
         if elsewhere == 0 || !switchboard_protocol::room_id::is_valid(id) {
             return Ok(None);
         }
-        let key: Arc<str> = id.into();
-        let room = self
-            .inner
-            .rooms
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let d = crate::EndpointRules::new("/");
-                let fresh = RoomState::fresh(
-                    id.to_owned(),
-                    d.room_max_connections,
-                    d.slow_consumer,
-                    d.history_size,
-                    d.history_ttl,
-                );
-                Room::new(
-                    key,
-                    RoomState {
-                        auto_created: true,
-                        ..fresh
-                    },
-                )
-            })
-            .clone();
+        // Default settings: this copy only carries REST requests until a member joins.
+        let room = self.auto_room(id, &crate::EndpointRules::new("/"));
         Ok(Some(room))
     }
 

@@ -783,18 +783,23 @@ impl Hub {
             return Err(HubError::invalid_room(id));
         }
         self.check_room_limit()?;
+        Ok(self.auto_room(id, endpoint))
+    }
+
+    /// The room `id`, made with `rules`' settings and marked auto-created (dropped when
+    /// it has stayed empty for the grace period) if it does not exist yet.
+    pub(crate) fn auto_room(&self, id: &str, rules: &EndpointRules) -> Arc<Room> {
         let key: Arc<str> = id.into();
-        let room = self
-            .inner
+        self.inner
             .rooms
             .entry(key.clone())
             .or_insert_with(|| {
                 let fresh = RoomState::fresh(
                     id.to_owned(),
-                    endpoint.room_max_connections,
-                    endpoint.slow_consumer,
-                    endpoint.history_size,
-                    endpoint.history_ttl,
+                    rules.room_max_connections,
+                    rules.slow_consumer,
+                    rules.history_size,
+                    rules.history_ttl,
                 );
                 Room::new(
                     key,
@@ -804,8 +809,7 @@ impl Hub {
                     },
                 )
             })
-            .clone();
-        Ok(room)
+            .clone()
     }
 
     /// Refuses to create a room once the hub holds `max_rooms` (checked before the

@@ -278,17 +278,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw);
+    let text = exchange(addr, &req).await;
     let status = text
         .split(' ')
         .nth(1)
@@ -301,6 +291,11 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -
 /// The `/metrics` page (plain text, not JSON).
 async fn metrics_text(addr: SocketAddr) -> String {
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(addr, &req).await
+}
+
+/// Sends one HTTP request (with `Connection: close`) and reads the whole answer.
+async fn exchange(addr: SocketAddr, req: &str) -> String {
     let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
         .await
         .unwrap()
