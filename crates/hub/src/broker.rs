@@ -29,7 +29,8 @@ use switchboard_protocol::{ParamState, RoomMessage};
 use tokio::sync::mpsc;
 
 use crate::cluster::{
-    ClusterPosition, NodeCommand, PresenceChange, PresenceCounts, RemoteMember, RoomSignal,
+    ClusterPosition, Divergence, NodeCommand, PresenceChange, PresenceCounts, RemoteMember,
+    RoomSignal,
 };
 use crate::connection::ConnectionInfo;
 use crate::room::RoomInfo;
@@ -78,14 +79,16 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The room's epoch, latest offset, newest `limit` messages and members on other
     /// nodes, as the cluster knows them; `None` when the broker keeps no such state.
-    /// With `diverged_from`, this node served the room alone (without the broker) up to
-    /// that offset: the broker starts a new epoch whose offsets continue above it, so
-    /// that every client recovering across the outage learns of the hole.
+    /// With `diverged`, this node served the room alone (without the broker): if the
+    /// room is still in the epoch the node left, the broker starts a new epoch whose
+    /// offsets continue above the node's, so that every client recovering across the
+    /// outage learns of the hole; if another node already started one, this node joins
+    /// it, its offsets raised above the node's.
     async fn position(
         &self,
         _room: &str,
         _limit: usize,
-        _diverged_from: Option<u64>,
+        _diverged: Option<&Divergence>,
     ) -> Result<Option<ClusterPosition>, BrokerError> {
         Ok(None)
     }
@@ -312,7 +315,7 @@ impl Broker for MemoryBroker {
         &self,
         room: &str,
         _limit: usize,
-        _diverged_from: Option<u64>,
+        _diverged: Option<&Divergence>,
     ) -> Result<Option<ClusterPosition>, BrokerError> {
         // The bus keeps no history or epochs; it only shares presence and parameters.
         let remote_members = self

@@ -69,6 +69,15 @@ pub struct ClusterPosition {
     pub params: Vec<ParamState>,
 }
 
+/// A room this node served alone while the broker was unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The newest offset this node's members saw.
+    pub floor: u64,
+    /// The room's epoch when the node began serving it alone.
+    pub left_epoch: String,
+}
+
 /// A member of a room connected to another node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteMember {
@@ -190,8 +199,8 @@ pub(crate) struct ClusterState {
     guards: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Room → connection id → member on another node.
     remote: DashMap<Arc<str>, BTreeMap<String, RemoteMember>>,
-    /// Rooms served alone while the broker was unreachable.
-    diverged: Mutex<HashSet<Arc<str>>>,
+    /// Rooms served alone while the broker was unreachable, with the epoch they left.
+    diverged: Mutex<HashMap<Arc<str>, String>>,
     /// Rooms whose parameters changed here while the broker was unreachable.
     unshared: Mutex<HashSet<Arc<str>>>,
     /// Commands sent to other nodes whose outcome this node waits for.
@@ -206,7 +215,7 @@ impl Default for ClusterState {
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
             remote: DashMap::new(),
-            diverged: Mutex::new(HashSet::new()),
+            diverged: Mutex::new(HashMap::new()),
             unshared: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
@@ -432,8 +441,9 @@ impl Hub {
     async fn sync_room(&self, broker: &Arc<dyn Broker>, room: &Arc<Room>) {
         // Taken, not read: of concurrent resynchronisations only one hands the messages
         // served alone to the cluster.
-        let diverged = self.inner.cluster.diverged.lock().remove(room.id());
-        let (limit, floor, alone) = {
+        let left_epoch = self.inner.cluster.diverged.lock().remove(room.id());
+        let diverged = left_epoch.is_some();
+        let (limit, divergence, alone) = {
             let st = room.lock();
             // History was cleared when the room diverged: what it holds now is what
             // this node served alone.
@@ -442,9 +452,13 @@ impl Hub {
             } else {
                 Vec::new()
             };
-            (st.history_size.max(1), diverged.then_some(st.offset), alone)
+            let divergence = left_epoch.clone().map(|left_epoch| Divergence {
+                floor: st.offset,
+                left_epoch,
+            });
+            (st.history_size.max(1), divergence, alone)
         };
-        match broker.position(room.id(), limit, floor).await {
+        match broker.position(room.id(), limit, divergence.as_ref()).await {
             Ok(Some(mut pos)) => {
                 self.fill_missed(broker, room, &mut pos).await;
                 self.apply_position(room, pos);
@@ -454,12 +468,12 @@ impl Hub {
             }
             Ok(None) => {}
             Err(e) => {
-                if diverged {
+                if let Some(epoch) = left_epoch {
                     self.inner
                         .cluster
                         .diverged
                         .lock()
-                        .insert(room.id_arc().clone());
+                        .insert(room.id_arc().clone(), epoch);
                 }
                 tracing::warn!(room = room.id(), error = %e, "cannot read the room's cluster state");
             }
@@ -555,8 +569,17 @@ impl Hub {
         if st.epoch != epoch {
             // A new epoch (the broker lost its data, or some node served the room alone):
             // offsets carry on above what members saw; recovery across it is incomplete.
+            // None of its messages reached this node's members yet (a live one would
+            // have moved the room to it): they get those above what they saw, such as
+            // what another node served alone during the outage.
             st.epoch = epoch;
             st.history.clear();
+            for env in pos.messages {
+                if env.message.offset > st.offset {
+                    st.offset = env.message.offset;
+                    fan_out(room, &mut st, env.message, &env.except);
+                }
+            }
             st.offset = st.offset.max(pos.offset);
             st.assigned = st.offset;
             return;
@@ -672,7 +695,7 @@ impl Hub {
 
     /// True when `room` was served alone while the broker was unreachable.
     pub fn is_diverged(&self, room: &str) -> bool {
-        self.inner.cluster.diverged.lock().contains(room)
+        self.inner.cluster.diverged.lock().contains_key(room)
     }
 
     /// After the broker was unreachable: re-reads the cluster's view of every room with
@@ -761,16 +784,18 @@ impl Hub {
                 format!("cluster unavailable, message not delivered: {why}"),
             ));
         }
-        if self
-            .inner
-            .cluster
-            .diverged
-            .lock()
-            .insert(room.id_arc().clone())
-        {
+        let mut diverged = self.inner.cluster.diverged.lock();
+        if !diverged.contains_key(room.id()) {
+            diverged.insert(room.id_arc().clone(), st.epoch.clone());
             tracing::warn!(room = room.id(), error = %why, "broker unreachable: serving the room on this node alone");
             st.epoch = new_epoch();
             st.history.clear();
+            if st.assigned > st.offset {
+                // Messages this node had numbered by the broker that never came back
+                // through it: the members will not get them.
+                send_gap(&st, room.id(), st.offset + 1, st.assigned);
+                st.offset = st.assigned;
+            }
         }
         Ok(())
     }

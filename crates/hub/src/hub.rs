@@ -1201,7 +1201,13 @@ impl Hub {
         envelope.message.offset = floor;
         let kept = durable.then(|| envelope.message.clone());
         let offset = match broker.publish(envelope.clone()).await {
-            Ok(offset) => offset,
+            Ok(offset) => {
+                // Numbered, on its way back to this node: should the broker go away
+                // before it arrives, the members are told they missed it (`diverge`).
+                let mut st = room.lock();
+                st.assigned = st.assigned.max(offset);
+                offset
+            }
             Err(e) => {
                 // Keep serving this node's members; the room's epoch tells of the hole.
                 self.diverge(room, &e)?;

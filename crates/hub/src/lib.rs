@@ -45,8 +45,8 @@ pub mod store;
 pub use auth::{Grant, Permissions, TokenVerifier};
 pub use broker::{Broker, BrokerError, Envelope, MemoryBus};
 pub use cluster::{
-    ClusterPosition, CommandError, NodeCommand, PresenceChange, PresenceCounts, RemoteMember,
-    ReplyTo, RoomSignal,
+    ClusterPosition, CommandError, Divergence, NodeCommand, PresenceChange, PresenceCounts,
+    RemoteMember, ReplyTo, RoomSignal,
 };
 pub use connection::{ConnectInfo, Connection, ConnectionInfo};
 pub use driver::{Incoming, Transport, TransportError};

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
-    Broker, BrokerError, ClusterPosition, ConnectionInfo, Envelope, Hub, NodeCommand,
+    Broker, BrokerError, ClusterPosition, ConnectionInfo, Divergence, Envelope, Hub, NodeCommand,
     PresenceChange, PresenceCounts, RemoteMember, RoomInfo, RoomSignal,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -330,7 +330,7 @@ impl Broker for RedisBroker {
         &self,
         room: &str,
         limit: usize,
-        diverged_from: Option<u64>,
+        diverged: Option<&Divergence>,
     ) -> Result<Option<ClusterPosition>, BrokerError> {
         let k = self.keys();
         let mut conn = self.conn();
@@ -345,8 +345,9 @@ impl Broker for RedisBroker {
             .key(k.params(room))
             .arg(fresh_epoch())
             .arg(limit.max(1))
-            .arg(diverged_from.map(|f| f.to_string()).unwrap_or_default())
+            .arg(diverged.map(|d| d.floor.to_string()).unwrap_or_default())
             .arg(self.ttl_ms())
+            .arg(diverged.map(|d| d.left_epoch.as_str()).unwrap_or_default())
             .invoke_async(&mut conn)
             .await;
         let (epoch, offset, log, members, params) = self.answered(reply)?;

@@ -37,23 +37,29 @@ return {seq, epoch}
 /// A room as the cluster knows it: epoch (created if missing), latest offset, newest
 /// messages and members.
 ///
-/// KEYS: seq, epoch, log, members. ARGV: 1 a fresh epoch, 2 how many messages,
+/// KEYS: seq, epoch, log, members, params. ARGV: 1 a fresh epoch, 2 how many messages,
 /// 3 a floor when the calling node served the room alone during an outage (empty
-/// otherwise): the room then starts a new epoch, with an empty log, whose offsets
-/// continue above the floor; 4 time to live in ms.
-/// Returns `{epoch, offset, {payload…} newest first, {member JSON…}}`.
+/// otherwise), 4 time to live in ms, 5 with a floor: the epoch the node left.
+///
+/// A room without an epoch, or still in the epoch a diverged node left, starts a new
+/// epoch with an empty log whose offsets continue above the floor. A room whose epoch
+/// already changed since (another node came back first, or Redis lost its data) keeps
+/// it and its log: the node joins it, the offsets raised above its floor.
+/// Returns `{epoch, offset, {payload…} newest first, {member JSON…}, {param JSON…}}`.
 pub const POSITION: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[3] ~= '' or not epoch then
+local floor = -1
+if ARGV[3] ~= '' then floor = tonumber(ARGV[3]) end
+if not epoch or (floor >= 0 and epoch == ARGV[5]) then
   epoch = ARGV[1]
-  if ARGV[3] ~= '' then
-    local floor = tonumber(ARGV[3])
-    if floor > seq then seq = floor end
-  end
+  if floor > seq then seq = floor end
   redis.call('DEL', KEYS[3])
   redis.call('SET', KEYS[1], seq, 'PX', ARGV[4])
   redis.call('SET', KEYS[2], epoch, 'PX', ARGV[4])
+elseif floor > seq then
+  seq = floor
+  redis.call('SET', KEYS[1], seq, 'PX', ARGV[4])
 end
 local out = {}
 local entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
