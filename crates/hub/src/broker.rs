@@ -253,6 +253,7 @@ impl MemoryBus {
             }
         }
         PresenceCounts {
+            refused: false,
             changed,
             room_members,
             client_members,
@@ -353,6 +354,21 @@ impl Broker for MemoryBroker {
         &self,
         change: PresenceChange,
     ) -> Result<Option<PresenceCounts>, BrokerError> {
+        if let Some(limit) = change.limit {
+            let here = self.node.members.lock().get(&change.room).is_some_and(|l| {
+                l.iter()
+                    .any(|m| m.connection_id == change.member.connection_id)
+            });
+            let counts = self
+                .bus
+                .counts(&change.room, &change.member.client_id, false);
+            if change.joined && !here && counts.room_members >= limit {
+                return Ok(Some(PresenceCounts {
+                    refused: true,
+                    ..counts
+                }));
+            }
+        }
         let changed = {
             let mut members = self.node.members.lock();
             let list = members.entry(change.room.clone()).or_default();

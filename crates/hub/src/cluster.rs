@@ -90,6 +90,8 @@ pub struct RemoteMember {
 /// in the room on every node after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceCounts {
+    /// The join was refused: the room is at its `limit`.
+    pub refused: bool,
     pub changed: bool,
     pub room_members: usize,
     pub client_members: usize,
@@ -102,6 +104,9 @@ pub struct PresenceChange {
     pub room: String,
     pub joined: bool,
     pub member: Member,
+    /// A join refused when the room already has this many members on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// A room event without an offset raised on one node (a parameter defined or set, a
@@ -306,6 +311,7 @@ impl Hub {
             room: room.to_owned(),
             joined,
             member: member.clone(),
+            limit: None,
         };
         match broker.presence(change).await {
             Ok(Some(counts)) if endpoint.is_some() => {
@@ -314,6 +320,45 @@ impl Hub {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(room, error = %e, "presence change not shared with the cluster");
+            }
+        }
+    }
+
+    /// A new member of `room` takes its place in the broker before it is added here:
+    /// the broker refuses it when the room has `limit` members on every node
+    /// (`ROOM_FULL`), else announces it. Returns the room's members on every node, or
+    /// `None` when the broker does not count or cannot be reached (the caller then
+    /// checks the limit itself and announces the member afterwards).
+    pub(crate) async fn cluster_reserve(
+        &self,
+        room: &str,
+        member: Member,
+        limit: usize,
+        endpoint: &str,
+    ) -> HubResult<Option<usize>> {
+        let Some(broker) = self.broker() else {
+            return Ok(None);
+        };
+        let change = PresenceChange {
+            node: self.node_id().to_owned(),
+            room: room.to_owned(),
+            joined: true,
+            member: member.clone(),
+            limit: Some(limit),
+        };
+        match broker.presence(change).await {
+            Ok(Some(counts)) if counts.refused => Err(HubError::new(
+                ErrorCode::RoomFull,
+                format!("room `{room}` is full ({limit} members)"),
+            )),
+            Ok(Some(counts)) => {
+                self.cluster_lifecycle(room, &member, true, counts, Some(endpoint));
+                Ok(Some(counts.room_members))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(room, error = %e, "cannot reserve a place in the cluster");
+                Ok(None)
             }
         }
     }

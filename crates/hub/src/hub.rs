@@ -869,12 +869,42 @@ impl Hub {
         }
         // With a broker: subscribed and in step with the cluster before the member is in.
         let _cluster_guard = self.cluster_enter(&room).await;
+        let entry = MemberEntry {
+            conn: conn.clone(),
+            join_meta: meta,
+            joined_at: now_ms(),
+        };
+        // In a cluster a new member takes its place in the broker first, which checks
+        // the member limit over every node atomically and counts the room's members.
+        let reserved = if !already && _cluster_guard.is_some() {
+            let max = room.lock().max_connections;
+            self.cluster_reserve(room_id, entry.member(), max, &conn.endpoint().path)
+                .await?
+        } else {
+            None
+        };
+        let closed = room.lock().closed;
+        if closed {
+            if reserved.is_some() {
+                // Closed meanwhile: give the place back.
+                self.cluster_presence(room_id, entry.member(), false, None)
+                    .await;
+            }
+            return Err(HubError::invalid_room(room_id));
+        }
         let announced = {
             let mut st = room.lock();
             if st.closed {
+                if reserved.is_some() {
+                    let (hub, room, member) = (self.clone(), room_id.to_owned(), entry.member());
+                    tokio::spawn(async move {
+                        hub.cluster_presence(&room, member, false, None).await;
+                    });
+                }
                 return Err(HubError::invalid_room(room_id));
             }
             if !already
+                && reserved.is_none()
                 && st.members.len() + self.inner.cluster.remote_count(room_id) >= st.max_connections
             {
                 return Err(HubError::new(
@@ -882,15 +912,12 @@ impl Hub {
                     format!("room `{room_id}` is full ({} members)", st.max_connections),
                 ));
             }
-            let entry = MemberEntry {
-                conn: conn.clone(),
-                join_meta: meta,
-                joined_at: now_ms(),
-            };
             let member = entry.member();
             let first_here = st.members.is_empty();
-            // Other nodes hear of the join too (only in a cluster: no copy otherwise).
-            let announced = (!already && _cluster_guard.is_some()).then(|| member.clone());
+            // Other nodes hear of the join too (only in a cluster: no copy otherwise),
+            // now if the broker could not take it first.
+            let announced = (!already && reserved.is_none() && _cluster_guard.is_some())
+                .then(|| member.clone());
             if st.members.insert(conn.id_arc().clone(), entry).is_none() {
                 // Told under the lock: the observer sees this room's joins and leaves
                 // in the order they happen.
@@ -926,13 +953,15 @@ impl Hub {
                     members.push(mine.member());
                 }
             }
+            // The broker's count is exact; the cache of remote members may lag a little.
+            let members_count = reserved.unwrap_or(st.members.len() + remote.len());
             conn.send(Payload::msg(ServerMessage::Joined {
                 id,
                 room: room_id.to_owned(),
                 epoch: st.epoch.clone(),
                 offset: st.offset,
                 members,
-                members_count: st.members.len() + remote.len(),
+                members_count,
                 next_cursor,
                 recovered,
                 recovered_complete,

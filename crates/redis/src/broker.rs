@@ -220,6 +220,7 @@ impl RedisBroker {
         let id = change.member.connection_id.clone();
         let client = change.member.client_id.clone();
         let joined = change.joined;
+        let limit = change.limit;
         let entry = serde_json::to_string(&RemoteMember {
             node: change.node.clone(),
             member: change.member.clone(),
@@ -240,10 +241,12 @@ impl RedisBroker {
             .arg(self.ttl_ms())
             .arg(k.room_channel(&room))
             .arg(payload)
+            .arg(limit.map(|l| l.to_string()).unwrap_or_default())
             .invoke_async(&mut conn)
             .await;
         let (changed, room_members, client_members) = self.answered(r)?;
         Ok(PresenceCounts {
+            refused: changed == -1,
             changed: changed == 1,
             room_members,
             client_members,

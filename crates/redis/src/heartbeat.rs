@@ -156,6 +156,7 @@ async fn reap(broker: &RedisBroker, hub: &Hub) -> Result<(), ClusterError> {
                         room: room.clone(),
                         joined: false,
                         member: member.clone(),
+                        limit: None,
                     })
                     .await?;
                 hub.cluster_lifecycle(&room, &member, false, counts, None);

@@ -91,9 +91,15 @@ return 1
 ///
 /// KEYS: members, clients. ARGV: 1 `1` to join, `0` to leave, 2 connection id, 3 the
 /// member entry (JSON, joins only), 4 client id, 5 time to live in ms, 6 the room's
-/// channel, 7 the presence payload. Returns `{changed, room members, client's members}`.
+/// channel, 7 the presence payload, 8 a member limit (empty: none): a join of a new
+/// member into a room with that many members changes nothing and returns `changed` -1.
+/// Returns `{changed, room members, client's members}`.
 pub const PRESENCE: &str = r#"
 local changed
+if ARGV[1] == '1' and ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[8]) then
+  return {-1, redis.call('HLEN', KEYS[1]), tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')}
+end
 if ARGV[1] == '1' then
   changed = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
   if changed == 1 then

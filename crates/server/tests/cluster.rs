@@ -822,6 +822,37 @@ async fn rooms_created_through_one_node_are_rooms_of_every_node() {
     );
     drop(c.ws.close(None).await);
 
+    // Two joins at the same moment on two nodes into a room with one place: the
+    // cluster-wide count decides, exactly one gets in.
+    let (s, _) = http(
+        n1.addr,
+        "POST",
+        "/api/rooms",
+        Some(json!({"id":"duo","max_connections":1})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let mut x = connect(&n1, "x").await;
+    let mut y = connect(&n2, "y").await;
+    send(&mut x, json!({"type":"join","room":"duo","id":"jx"})).await;
+    send(&mut y, json!({"type":"join","room":"duo","id":"jy"})).await;
+    let mut outcomes = Vec::new();
+    for c in [&mut x, &mut y] {
+        let v = loop {
+            let v = next_json(c).await;
+            if v["type"] == "joined" || v["type"] == "error" {
+                break v;
+            }
+        };
+        outcomes.push(if v["type"] == "joined" {
+            "joined".to_owned()
+        } else {
+            v["code"].as_str().unwrap_or_default().to_owned()
+        });
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["ROOM_FULL", "joined"]);
+
     // Closed through node 2; gone on node 1.
     let (s, _) = http(n2.addr, "DELETE", "/api/rooms/locked", None).await;
     assert_eq!(s, 204);
