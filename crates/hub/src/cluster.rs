@@ -1,7 +1,7 @@
 //! Several nodes, one hub as far as clients can tell: what the hub does with a
 //! [`crate::Broker`] beyond sequencing messages.
 //!
-//! Where to start: [`Hub::cluster_enter`] (a node starts serving a room: subscribe, then
+//! Where to start: `Hub::cluster_enter` (a node starts serving a room: subscribe, then
 //! take the cluster's epoch, offset, history, remote members and parameters),
 //! [`Hub::apply_presence`], [`Hub::apply_signal`] and [`Hub::apply_command`] (what other
 //! nodes send this one), and

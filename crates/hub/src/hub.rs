@@ -3,7 +3,7 @@
 //! Client requests enter through [`Hub::handle_frame`] (see [`crate::dispatch`]); the
 //! embedding application and the REST API use the server-side commands below
 //! (`create_room`, `publish`, `broadcast`, …). Both end in the same few primitives —
-//! [`Hub::join_room`], [`Hub::leave_room`], [`Hub::deliver`] — so a message published
+//! `Hub::join_room`, `Hub::leave_room`, `Hub::deliver` — so a message published
 //! over REST and one published over WebSocket take the same path.
 //!
 //! Registries are sharded maps (`DashMap`); per-room state sits behind the room's own

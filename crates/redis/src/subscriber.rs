@@ -8,7 +8,7 @@
 //! may subscribe, which goes through this very task).
 //!
 //! The connection speaks RESP3, so published messages arrive as push frames handed to a
-//! callback (see [`connect`]) that never waits: it puts them in a bounded queue
+//! callback (see `connect`) that never waits: it puts them in a bounded queue
 //! (`ClusterConfig::inbox`, [`INBOX`] messages by default). If the hub falls that far behind (a node starved of CPU), further
 //! messages are dropped and counted, and once the queue has drained the node
 //! resynchronises every room as after a reconnection: missed room messages come back

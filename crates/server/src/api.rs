@@ -160,7 +160,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(openapi_json))
 }
 
-/// The `/api` routes, guarded by [`guard`].
+/// The `/api` routes, guarded by `guard`.
 pub fn router(state: ApiState) -> Router {
     let (routes, _) = routes().split_for_parts();
     routes

@@ -7,7 +7,7 @@
 //! - the bodies are the types of [`crate::api_types`], the hub's room and connection
 //!   objects and the protocol's playback objects, which derive `ToSchema` under their
 //!   `openapi` feature (the server turns it on; the core crates stay lean without it);
-//! - [`refine`] then states what derive attributes cannot: the rules every `/api`
+//! - `refine` then states what derive attributes cannot: the rules every `/api`
 //!   operation shares (bearer token, 401/403; 413/415 for JSON bodies), closed answer
 //!   objects, the room code's `true | "digits"` shape, and the upper bound of unsigned
 //!   integers.
