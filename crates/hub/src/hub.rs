@@ -886,8 +886,8 @@ impl Hub {
         let closed = room.lock().closed;
         if closed {
             if reserved.is_some() {
-                // Closed meanwhile: give the place back.
-                self.cluster_presence(room_id, entry.member(), false, None)
+                // Closed meanwhile: give the place back (with its lifecycle events).
+                self.cluster_presence(room_id, entry.member(), false, Some(&conn.endpoint().path))
                     .await;
             }
             return Err(HubError::invalid_room(room_id));
@@ -897,8 +897,10 @@ impl Hub {
             if st.closed {
                 if reserved.is_some() {
                     let (hub, room, member) = (self.clone(), room_id.to_owned(), entry.member());
+                    let endpoint = conn.endpoint().path.clone();
                     tokio::spawn(async move {
-                        hub.cluster_presence(&room, member, false, None).await;
+                        hub.cluster_presence(&room, member, false, Some(&endpoint))
+                            .await;
                     });
                 }
                 return Err(HubError::invalid_room(room_id));
